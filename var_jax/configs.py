@@ -255,3 +255,23 @@ class VARConfig:
                 + (", index num_classes is the null class" if allow_null else "") + ")."
             )
         return arr.astype(np.int32)
+
+
+def config_to_dict(cfg: VQVAEConfig | VARConfig) -> dict:
+    """JSON-ready dict of a model config, tagged with its kind ("vqvae" or "var")."""
+    kind = "vqvae" if isinstance(cfg, VQVAEConfig) else "var"
+    return {"kind": kind, **dataclasses.asdict(cfg)}
+
+
+def config_from_dict(d: dict) -> VQVAEConfig | VARConfig:
+    """Inverse of `config_to_dict`; unknown fields raise a ValueError naming them."""
+    d = dict(d)
+    kind = d.pop("kind", None)
+    cls = {"vqvae": VQVAEConfig, "var": VARConfig}.get(kind)
+    if cls is None:
+        raise ValueError(f"config dict has kind={kind!r}; expected 'vqvae' or 'var'.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}.")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

@@ -1,0 +1,56 @@
+"""Converted weights on disk: an Orbax params checkpoint plus the model config as JSON."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from var_jax.configs import VARConfig, VQVAEConfig, config_from_dict, config_to_dict
+
+_CONFIG_FILE = "config.json"
+_PARAMS_DIR = "params"
+
+
+def save_converted(directory: str | os.PathLike, cfg: VQVAEConfig | VARConfig, params) -> str:
+    """Write `params` (Orbax) and `cfg` (JSON) under `directory`; returns the absolute path."""
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(os.path.join(directory, _PARAMS_DIR)):
+        raise FileExistsError(f"{directory} already holds converted weights; pick a new directory "
+                              "or delete it first.")
+    os.makedirs(directory, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(directory, _PARAMS_DIR), params)
+    with open(os.path.join(directory, _CONFIG_FILE), "w") as f:
+        json.dump(config_to_dict(cfg), f, indent=1)
+    return directory
+
+
+def is_converted_dir(path: str | os.PathLike) -> bool:
+    path = os.fspath(path)
+    return os.path.isfile(os.path.join(path, _CONFIG_FILE)) and os.path.isdir(
+        os.path.join(path, _PARAMS_DIR))
+
+
+def load_converted(directory: str | os.PathLike) -> tuple[VQVAEConfig | VARConfig, dict]:
+    """Read weights written by `save_converted`: returns (config, params of numpy arrays)."""
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(os.fspath(directory))
+    if not is_converted_dir(directory):
+        raise FileNotFoundError(
+            f"{directory} is not a converted-weights directory (expected {_CONFIG_FILE} and "
+            f"{_PARAMS_DIR}/ written by `var-jax convert`).")
+    with open(os.path.join(directory, _CONFIG_FILE)) as f:
+        cfg = config_from_dict(json.load(f))
+    with ocp.StandardCheckpointer() as ckptr:
+        params = ckptr.restore(os.path.join(directory, _PARAMS_DIR))
+    return cfg, _as_numpy(params)
+
+
+def _as_numpy(tree):
+    if isinstance(tree, dict):
+        return {k: _as_numpy(v) for k, v in tree.items()}
+    return np.asarray(tree)
