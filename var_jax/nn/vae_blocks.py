@@ -1,0 +1,88 @@
+"""VQGAN building blocks (NHWC): ResNet block, self-attention, 2x down/upsampling."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def group_norm(norm_groups: int, norm_eps: float, dtype: Dtype, name: str) -> nn.GroupNorm:
+    """GroupNorm with torch's statistics (two-pass variance, float32 reductions)."""
+    return nn.GroupNorm(num_groups=norm_groups, epsilon=norm_eps, dtype=dtype,
+                        use_fast_variance=False, name=name)
+
+
+def conv(features: int, kernel: int, dtype: Dtype, name: Optional[str] = None, stride: int = 1,
+         padding: Any = None) -> nn.Conv:
+    """torch-style Conv2d: zero padding k//2 unless `padding` is given; float32 params."""
+    if padding is None:
+        padding = ((kernel // 2, kernel // 2),) * 2
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
+                   dtype=dtype, name=name)
+
+
+class ResnetBlock(nn.Module):
+    """norm1-silu-conv1-norm2-silu-conv2 plus the input (1x1 `nin_shortcut` if widths differ)."""
+
+    out_channels: int
+    norm_groups: int = 32
+    norm_eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        g, e, dt, out = self.norm_groups, self.norm_eps, self.dtype, self.out_channels
+        h = conv(out, 3, dt, "conv1")(nn.silu(group_norm(g, e, dt, "norm1")(x_BHWC)))
+        h = conv(out, 3, dt, "conv2")(nn.silu(group_norm(g, e, dt, "norm2")(h)))
+        if x_BHWC.shape[-1] != out:
+            x_BHWC = conv(out, 1, dt, "nin_shortcut")(x_BHWC)
+        return x_BHWC + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all positions: x + proj_out(softmax(q.k/sqrt(C)) v).
+
+    q, k, v come from one 1x1 conv `qkv` (C -> 3C), split in that channel order.
+    """
+
+    norm_groups: int = 32
+    norm_eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        B, H, W, C = x_BHWC.shape
+        h = group_norm(self.norm_groups, self.norm_eps, self.dtype, "norm")(x_BHWC)
+        qkv_BL3C = conv(3 * C, 1, self.dtype, "qkv")(h).reshape(B, H * W, 3 * C)
+        q_BLC, k_BLC, v_BLC = jnp.split(qkv_BL3C, 3, axis=-1)
+        w_BLL = jnp.einsum("bqc,bkc->bqk", q_BLC, k_BLC) * (C ** -0.5)
+        w_BLL = jax.nn.softmax(w_BLL.astype(jnp.float32), axis=-1).astype(v_BLC.dtype)
+        o_BHWC = jnp.einsum("bqk,bkc->bqc", w_BLL, v_BLC).reshape(B, H, W, C)
+        return x_BHWC + conv(C, 1, self.dtype, "proj_out")(o_BHWC)
+
+
+class Downsample(nn.Module):
+    """Pad right and bottom by one zero, then a 3x3 stride-2 conv: (H, W) -> (H/2, W/2)."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        return conv(x_BHWC.shape[-1], 3, self.dtype, "conv", stride=2,
+                    padding=((0, 1), (0, 1)))(x_BHWC)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2, then a 3x3 conv."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        B, H, W, C = x_BHWC.shape
+        x = jnp.broadcast_to(x_BHWC[:, :, None, :, None, :], (B, H, 2, W, 2, C))
+        return conv(C, 3, self.dtype, "conv")(x.reshape(B, 2 * H, 2 * W, C))
