@@ -1,0 +1,238 @@
+"""Device mesh, the logical-axis rules table, and shardings for params, optimizer state and batches."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+from typing import Any, Callable, Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+log = logging.getLogger(__name__)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")   # the global batch is split over both
+
+# Logical axis name -> mesh axis. Priority-ordered, as flax applies them: an array dimension takes
+# the first rule whose mesh axis is still free in that array, else it is replicated. So in an
+# activation ("batch", "seq", "embed") the batch takes data+fsdp and "embed" stays whole, while in
+# a parameter ("embed", "mlp") "embed" is split over fsdp (FSDP) and "mlp" over tensor (Megatron).
+LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", BATCH_AXES),   # activations: examples
+    ("embed", "fsdp"),       # model width C: params are fully sharded over fsdp
+    ("mlp", "tensor"),       # FFN hidden (fc1 outputs, fc2 inputs)
+    ("qkv", "tensor"),       # 3C of mat_qkv; head dims entering attn.proj
+    ("heads", "tensor"),     # per-head parameters (attention logit scale)
+    ("ada", "tensor"),       # 6C / 2C AdaLN projection outputs
+    ("vocab", "tensor"),     # codebook size V of the output head
+    ("classes", None),       # num_classes + 1 class-embedding rows (1001: never divisible)
+    ("cvae", None),          # tokenizer latent width (32)
+    ("seq", None),           # token position L
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Mesh axis sizes; one of them may be -1 = all remaining devices."""
+
+    data: int = -1     # pure data parallelism (params replicated across it)
+    fsdp: int = 1      # data parallelism with params and optimizer state sharded across it
+    tensor: int = 1    # tensor (model) parallelism inside each layer
+
+
+def make_mesh(cfg: MeshConfig = MeshConfig(), devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ("data", "fsdp", "tensor") mesh over `devices` (default: all, every host)."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [cfg.data, cfg.fsdp, cfg.tensor]
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"mesh sizes data={cfg.data} fsdp={cfg.fsdp} tensor={cfg.tensor}: each must "
+                         "be >= 1, and at most one may be -1 (= the remaining devices).")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"{len(devices)} devices cannot be split into a mesh with "
+                             f"{dict(zip(MESH_AXES, sizes))}: {len(devices)} is not divisible by "
+                             f"{known}.")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
+                         f"{len(devices)} are present; make the sizes multiply to {len(devices)} "
+                         "or set one of them to -1.")
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=auto, devices=devices)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Iterator[None]:
+    """Make `mesh` and `rules` current, so `nn.with_logical_constraint` in models takes effect.
+
+    Trace (first call of) jitted model code inside this context; outside it, the models'
+    activation constraints are no-ops.
+    """
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
+
+
+def _mesh_size(mesh: Mesh, axes) -> int:
+    if axes is None:
+        return 1
+    axes = (axes,) if isinstance(axes, str) else axes
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def _logical_sharding(names: Sequence[str | None], shape, mesh: Mesh, rules) -> NamedSharding:
+    """Map logical dim names through `rules`; a dim not divisible by its mesh axes is replicated."""
+    spec = list(nn.logical_to_mesh_axes(tuple(names), rules))
+    for i, axes in enumerate(spec):
+        if axes is not None and shape[i] % _mesh_size(mesh, axes):
+            log.info("dim %d (%s, size %d) is not divisible by mesh axes %s: replicated",
+                     i, names[i], shape[i], axes)
+            spec[i] = None
+    return NamedSharding(mesh, P(*spec))
+
+
+def fallback_sharding(shape: Sequence[int], mesh: Mesh) -> NamedSharding:
+    """For arrays without logical names: split the largest dim divisible by fsdp, else replicate."""
+    n = mesh.shape["fsdp"]
+    spec: list[Any] = [None] * len(shape)
+    if n > 1:
+        divisible = [i for i, d in enumerate(shape) if d % n == 0]
+        if divisible:
+            spec[max(divisible, key=lambda i: (shape[i], -i))] = "fsdp"
+    return NamedSharding(mesh, P(*spec))
+
+
+def _is_box(x) -> bool:
+    return isinstance(x, nn.LogicallyPartitioned)
+
+
+def unbox(tree):
+    """The values of a tree with `nn.LogicallyPartitioned` boxes (no sharding constraint added,
+    so it also works on abstract trees outside `jax.jit`)."""
+    return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _names(path) -> tuple[str, ...]:
+    return tuple(_key_name(k) for k in path)
+
+
+def param_shardings(params, mesh: Mesh, rules=LOGICAL_AXIS_RULES, logical_axes=None):
+    """NamedShardings for a params tree (arrays or ShapeDtypeStructs, plain or boxed).
+
+    A leaf boxed as `nn.LogicallyPartitioned` (or given names in `logical_axes`, a tree of
+    PartitionSpecs of logical names with the structure of the unboxed params) follows `rules`;
+    other leaves get `fallback_sharding`. Returns a tree with the structure of `nn.unbox(params)`.
+    """
+    if logical_axes is not None:
+        plain = unbox(params)
+        return jax.tree.map(lambda x, names: _logical_sharding(tuple(names), x.shape, mesh, rules),
+                            plain, logical_axes, is_leaf=lambda x: isinstance(x, P))
+
+    def one(x):
+        if _is_box(x):
+            return _logical_sharding(x.names, x.value.shape, mesh, rules)
+        return fallback_sharding(x.shape, mesh)
+    return jax.tree.map(one, params, is_leaf=_is_box)
+
+
+def shardings_like(tree, params, params_sharding, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+    """Shardings for a tree that holds copies of params (optimizer moments, EMA, ...).
+
+    A leaf whose key path ends with a parameter's path (and has its shape) gets that parameter's
+    sharding; boxed leaves follow their names; anything else (step counters, other arrays) gets
+    `fallback_sharding` (scalars are replicated).
+    """
+    by_path = {}
+    for (path, p), s in zip(jax.tree_util.tree_leaves_with_path(unbox(params)),
+                            jax.tree.leaves(params_sharding)):
+        by_path[_names(path)] = (tuple(p.shape), s)
+    longest = max((len(k) for k in by_path), default=0)
+
+    def one(path, x):
+        if _is_box(x):
+            return _logical_sharding(x.names, x.value.shape, mesh, rules)
+        names = _names(path)
+        for n in range(min(longest, len(names)), 0, -1):
+            hit = by_path.get(names[-n:])
+            if hit is not None and hit[0] == tuple(x.shape):
+                return hit[1]
+        return fallback_sharding(x.shape, mesh)
+    return jax.tree_util.tree_map_with_path(one, tree, is_leaf=_is_box)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (example) dim split over data x fsdp, the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def global_batch(host_batch: dict, mesh: Mesh) -> dict:
+    """Host-local numpy batch (this process's examples) -> global jax arrays sharded by example."""
+    sharding = batch_sharding(mesh)
+    n = _mesh_size(mesh, BATCH_AXES)
+
+    def one(x):
+        x = np.asarray(x)
+        total = x.shape[0] * jax.process_count()
+        if total % n:
+            raise ValueError(f"global batch {total} is not divisible by the data x fsdp mesh size "
+                             f"{n}; use a batch size that is a multiple of {n}.")
+        return jax.make_array_from_process_local_data(sharding, x)
+    return jax.tree.map(one, host_batch)
+
+
+def sharded_init(init_fn: Callable, *args, mesh: Mesh, shardings_fn: Callable):
+    """Run `init_fn(*args)` straight into its shardings: no host ever holds the whole tree.
+
+    `shardings_fn(abstract)` gets the `jax.eval_shape` of `init_fn` (boxes kept) and returns the
+    shardings of the unboxed tree. Returns (tree, shardings, abstract).
+    """
+    abstract = jax.eval_shape(init_fn, *args)
+    shardings = shardings_fn(abstract)
+    with activate(mesh):
+        tree = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+    return tree, shardings, abstract
+
+
+_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def _launched_on_several_hosts() -> bool:
+    if any(os.environ.get(v) for v in _MULTIHOST_ENV):
+        return True
+    if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):           # Cloud TPU pod slice
+        return True
+    for count in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES"):
+        if int(os.environ.get(count, "1") or 1) > 1:
+            return True
+    return False
+
+
+def maybe_initialize_distributed(force: bool | None = None) -> bool:
+    """Call `jax.distributed.initialize()` when launched on several hosts (or when forced).
+
+    Detection reads the environment: JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID), a Cloud TPU pod slice (TPU_WORKER_HOSTNAMES), SLURM or Open MPI with more
+    than one task. `force=False` never initializes. Returns whether it initialized.
+    """
+    if force is False or not (force or _launched_on_several_hosts()):
+        return False
+    jax.distributed.initialize()
+    log.info("jax.distributed initialized: process %d of %d", jax.process_index(),
+             jax.process_count())
+    return True

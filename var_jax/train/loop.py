@@ -1,0 +1,274 @@
+"""The training loop every trainer shares: mesh, input, sharded init, update, checkpoints, evals, logs."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+
+from var_jax import checkpoint as ckpt_lib
+from var_jax import sharding
+from var_jax.train import metrics as metrics_lib
+from var_jax.train.state import TrainState
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """What the loop itself needs; model, data and optimizer settings live beside it."""
+
+    global_batch: int                 # examples per optimizer step, all hosts together
+    total_steps: int                  # optimizer steps of the whole run
+    seed: int = 0                     # params init, dropout and the data order derive from it
+    grad_accum: int = 1               # micro-batches per step (the task's train_step scans them)
+    ema_decay: float | None = None    # keep an EMA of the params (evals and samples use it)
+    log_every: int = 50               # metrics row (mean over the interval) every N steps
+    checkpoint_every: int = 1000      # asynchronous checkpoint every N steps, and at the end
+    keep_checkpoints: int = 3
+    async_checkpoint: bool = True
+    eval_every: int = 0               # eval loss every N steps (0: never)
+    eval_batches: int = 8             # batches per eval (the same ones every time)
+    sample_every: int = 0             # sample grid PNG every N steps (0: never)
+    tensorboard: bool = True          # TensorBoard event files beside metrics.jsonl
+    progress_bar: bool = True
+    multihost: bool | None = None     # jax.distributed.initialize(): None = detect from env
+
+    def __post_init__(self):
+        for name in ("global_batch", "total_steps", "grad_accum", "log_every", "checkpoint_every",
+                     "keep_checkpoints", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LoopConfig.{name}={getattr(self, name)} must be >= 1.")
+        if self.global_batch % self.grad_accum:
+            raise ValueError(f"LoopConfig.global_batch={self.global_batch} is not divisible by "
+                             f"grad_accum={self.grad_accum}.")
+
+
+class Task:
+    """What a trainer plugs into `train_and_evaluate`. Override the first three; the rest are
+    optional (the defaults mean "none")."""
+
+    flops_per_example: float | None = None   # model FLOPs of one training example (for MFU)
+
+    def init_params(self, rng: jax.Array):
+        """Fresh trainable params (plain, or boxed with nn.with_logical_partitioning)."""
+        raise NotImplementedError
+
+    def optimizer(self) -> optax.GradientTransformation:
+        raise NotImplementedError
+
+    def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
+        """Pure: (state, global batch, PRNG key) -> (new state, dict of scalar metrics).
+        The metrics must hold "loss" (checked for NaN/inf)."""
+        raise NotImplementedError
+
+    def logical_axes(self):
+        """PartitionSpecs of logical axis names for plain params (or None)."""
+        return None
+
+    def init_frozen(self, rng: jax.Array):
+        """Arrays the step reads but never trains (random init; see `load_frozen`)."""
+        return None
+
+    def load_frozen(self, shardings):
+        """Trained frozen arrays placed on `shardings`, or None to keep `init_frozen`'s."""
+        return None
+
+    def eval_step(self, state: TrainState, batch: dict) -> dict | None:
+        """Pure: scalar metrics of one eval batch (None: no evals)."""
+        return None
+
+    def sample(self, state: TrainState, rng: jax.Array):
+        """(N, H, W, 3) images in [0, 1] for the periodic grid (None: no samples)."""
+        return None
+
+
+Streams = Callable[[Any, str], Any]   # (config, "train" | "eval") -> resumable batch iterator
+
+
+def default_streams(config, split: str):
+    """Host-local batches of `config.data` from var_jax.data (this process's share)."""
+    from var_jax.data import make_stream
+
+    loop = config.loop
+    return make_stream(config.data, train=(split == "train"),
+                       batch_size=loop.global_batch // jax.process_count(), seed=loop.seed,
+                       process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def _config_dict(config) -> dict:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+
+
+def train_and_evaluate(config, workdir: str, task: Task, *,
+                       streams: Streams = default_streams) -> TrainState:
+    """Train `task` as `config.loop` says, resuming from `workdir` if it holds a checkpoint.
+
+    `config` is a dataclass with `.loop` (LoopConfig), `.mesh` (sharding.MeshConfig) and
+    `.data` (given to `streams`); the whole of it is saved as JSON beside the checkpoints.
+    Returns the final state.
+    """
+    loop: LoopConfig = config.loop
+    workdir = os.path.abspath(workdir)
+    is_main = jax.process_index() == 0
+
+    # ------------------------------------------------------------------------------------- mesh
+    sharding.maybe_initialize_distributed(loop.multihost)
+    mesh = sharding.make_mesh(config.mesh)
+    batch_shards = sharding.batch_sharding(mesh)
+    if loop.global_batch % (mesh.shape["data"] * mesh.shape["fsdp"] * loop.grad_accum):
+        raise ValueError(f"global_batch={loop.global_batch} must be divisible by data x fsdp x "
+                         f"grad_accum = {mesh.shape['data']} x {mesh.shape['fsdp']} x "
+                         f"{loop.grad_accum}.")
+
+    with sharding.activate(mesh):   # models' activation constraints see the mesh
+        # ------------------------------------------------------------------------------------ input
+        train_stream = streams(config, "train")
+        eval_stream = streams(config, "eval") if loop.eval_every else None
+        eval_start = eval_stream.get_state() if eval_stream is not None else None
+
+        # --------------------------------------------------------------------- model and sharding
+        init_key, sample_key = jax.random.split(jax.random.key(loop.seed))
+        tx = task.optimizer()
+
+        def init_state(key):
+            params_key, frozen_key, state_key = jax.random.split(key, 3)
+            return TrainState.create(params=task.init_params(params_key), tx=tx, rng=state_key,
+                                     ema_decay=loop.ema_decay, frozen=task.init_frozen(frozen_key))
+
+        boxed = jax.eval_shape(init_state, init_key)
+        params_sh = sharding.param_shardings(boxed.params, mesh, logical_axes=task.logical_axes())
+        state_sh = sharding.shardings_like(boxed, boxed.params, params_sh, mesh)
+        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                sharding.unbox(boxed), state_sh)
+
+        # ------------------------------------------------------------------------------- checkpoint
+        ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                     save_every=loop.checkpoint_every, keep=loop.keep_checkpoints,
+                                     async_save=loop.async_checkpoint)
+        start = ckpt.latest_step()
+        if start is None:   # fresh run: every array is created on its devices, already sharded
+            start = 0
+            state = jax.jit(lambda k: nn.unbox(init_state(k)), out_shardings=state_sh)(init_key)
+        else:               # resume: read straight into this mesh's shardings; rebuild `frozen`
+            restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step=start)
+            frozen = jax.jit(lambda k: nn.unbox(init_state(k).frozen),
+                             out_shardings=state_sh.frozen)(init_key)
+            state = abstract.replace(frozen=frozen).with_checkpointed(restored)
+            train_stream.set_state(data_state)
+            log.info("resumed from step %d of %s", start, ckpt.directory)
+        loaded = task.load_frozen(state_sh.frozen)
+        if loaded is not None:
+            state = state.replace(frozen=loaded)
+        info = ckpt_lib.provenance(seed=loop.seed, dataset=str(getattr(config, "data", None)))
+        ckpt_lib.write_run_info(workdir, _config_dict(config), info)
+        meta = {"config": _config_dict(config), "provenance": info}
+
+        # ------------------------------------------------------------------------------ update step
+        def update(state, batch):
+            return task.train_step(state, batch, state.step_key())
+
+        update = jax.jit(update, in_shardings=(state_sh, batch_shards),
+                         out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+        eval_fn = jax.jit(task.eval_step, in_shardings=(state_sh, batch_shards))
+
+        # ------------------------------------------------------------------------------------ evals
+        def evaluate(state) -> dict:
+            eval_stream.set_state(eval_start)
+            rows = jax.device_get([eval_fn(state, sharding.global_batch(next(eval_stream), mesh))
+                                   for _ in range(loop.eval_batches)])
+            return {f"eval_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+        def write_samples(state, step: int) -> None:
+            images = task.sample(state, jax.random.fold_in(sample_key, step))
+            if images is not None and is_main:
+                metrics_lib.write_grid_png(jax.device_get(images), os.path.join(
+                    workdir, "samples", f"step_{step:08d}.png"))
+
+        # ------------------------------------------------------------------------------------- loop
+        writer = metrics_lib.MetricsWriter(workdir, resume_step=start, tensorboard=loop.tensorboard,
+                                           active=is_main)
+        bar = _progress(loop, start, is_main)
+        pending: list[tuple[int, dict]] = []
+        clock = _Throughput(loop.global_batch, task.flops_per_example, mesh.devices.flatten())
+        try:
+            for step in range(start + 1, loop.total_steps + 1):
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    batch = sharding.global_batch(next(train_stream), mesh)
+                    state, step_metrics = update(state, batch)
+                pending.append((step, step_metrics))
+                clock.started(state)
+                save = ckpt.should_save(step) or step == loop.total_steps
+                evals = loop.eval_every and step % loop.eval_every == 0
+                samples = loop.sample_every and step % loop.sample_every == 0
+                if save or evals or samples or step % loop.log_every == 0:
+                    row = _flush(pending, clock, ckpt)
+                    if evals:
+                        row.update(evaluate(state))
+                    writer.write(step, row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+                    if samples:
+                        write_samples(state, step)
+                    if save:
+                        ckpt.save(step, state.checkpointed(), train_stream.get_state(), meta)
+                    clock.restart()
+                bar.update(1)
+            ckpt.wait()
+        finally:
+            bar.close()
+            writer.close()
+            ckpt.close()
+        return state
+
+
+def _flush(pending: list, clock: "_Throughput", ckpt) -> dict:
+    """Fetch the pending steps' metrics, stop on a non-finite loss, return their mean."""
+    rows = jax.device_get(pending)
+    pending.clear()
+    bad = metrics_lib.first_non_finite(rows)
+    if bad is not None:
+        step, value = bad
+        raise FloatingPointError(
+            f"non-finite loss {value} at step {step}; stopping. The last complete checkpoint is "
+            f"step {ckpt.latest_step()} in {ckpt.directory}: lower the learning rate or check the "
+            "input before resuming.")
+    row = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
+    row.update(clock.rates(len(rows)))
+    return row
+
+
+class _Throughput:
+    """Examples/s and MFU over a log interval; the first step (compilation) is not counted."""
+
+    def __init__(self, global_batch: int, flops_per_example, devices):
+        self.global_batch, self.flops, self.devices = global_batch, flops_per_example, devices
+        self.t0, self.skip = None, 0
+
+    def started(self, state) -> None:
+        if self.t0 is None:   # first step of this process: wait for compile + step, then time
+            jax.block_until_ready(state.step)
+            self.t0, self.skip = time.perf_counter(), 1
+
+    def restart(self) -> None:
+        self.t0, self.skip = time.perf_counter(), 0
+
+    def rates(self, steps: int) -> dict:
+        steps -= self.skip
+        elapsed = time.perf_counter() - self.t0
+        if steps <= 0 or elapsed <= 0:
+            return {}
+        per_s = steps * self.global_batch / elapsed
+        return {"examples_per_s": per_s, "step_time_s": elapsed / steps,
+                "mfu": metrics_lib.mfu(self.flops, per_s, list(self.devices))}
+
+
+def _progress(loop: LoopConfig, start: int, active: bool):
+    from tqdm import tqdm
+    return tqdm(total=loop.total_steps, initial=start, disable=not (active and loop.progress_bar),
+                dynamic_ncols=True, desc="train")

@@ -1,0 +1,124 @@
+"""Training metrics out: JSONL rows, TensorBoard summaries, sample grids, and model-FLOPs utilisation."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping
+
+import numpy as np
+
+# Dense bf16 peak FLOP/s per device, matched as a substring of `device.device_kind` (first hit).
+PEAK_FLOPS_BF16 = (
+    ("TPU v6", 918e12),        # Trillium (v6e)
+    ("TPU v5p", 459e12),
+    ("TPU v5 lite", 197e12),   # v5e
+    ("TPU v5e", 197e12),
+    ("TPU v5", 459e12),
+    ("TPU v4", 275e12),
+    ("TPU v3", 123e12),
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),          # SXM
+    ("A100", 312e12),
+    ("L4", 121e12),
+)
+
+
+def peak_flops(device_kind: str) -> float | None:
+    """Peak bf16 FLOP/s of one device of this kind, or None when unknown (e.g. CPU)."""
+    for name, flops in PEAK_FLOPS_BF16:
+        if name.lower() in device_kind.lower():
+            return flops
+    return None
+
+
+def mfu(flops_per_example: float | None, examples_per_s: float, devices) -> float | None:
+    """Model FLOPs utilisation in [0, 1]; None when the device kind or the FLOPs are unknown."""
+    peak = peak_flops(devices[0].device_kind) if devices else None
+    if not flops_per_example or not peak:
+        return None
+    return flops_per_example * examples_per_s / (peak * len(devices))
+
+
+def first_non_finite(rows: list[tuple[int, Mapping[str, float]]], key: str = "loss"):
+    """(step, value) of the first row whose `key` is NaN or inf, else None."""
+    for step, row in rows:
+        value = float(row[key]) if key in row else 0.0
+        if not math.isfinite(value):
+            return step, value
+    return None
+
+
+class MetricsWriter:
+    """`metrics.jsonl` rows ({"step": ..., name: value}) plus TensorBoard event files.
+
+    Only process 0 writes. On resume from step `resume_step`, rows written after it by the
+    interrupted run are dropped, so the log reads as one uninterrupted run.
+    """
+
+    def __init__(self, workdir: str, *, resume_step: int = 0, tensorboard: bool = True,
+                 active: bool = True):
+        self.active = active
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if not active:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                rows = [line for line in f if line.strip()]
+            keep = [r for r in rows if json.loads(r)["step"] <= resume_step]
+            if len(keep) != len(rows):
+                with open(self.path, "w") as f:
+                    f.writelines(keep)
+        if tensorboard:
+            self._tb = _tensorboard_writer(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        if not self.active:
+            return
+        row = {"step": int(step), **{k: _plain(v) for k, v in scalars.items() if v is not None}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            import tensorflow as tf
+            with self._tb.as_default(step=int(step)):
+                for k, v in row.items():
+                    if k != "step" and isinstance(v, (int, float)):
+                        tf.summary.scalar(k, v)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _plain(v):
+    v = np.asarray(v)
+    return v.item() if v.size == 1 else v.tolist()
+
+
+def _tensorboard_writer(logdir: str):
+    """A tf.summary writer, with TensorFlow kept off every accelerator."""
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")
+    return tf.summary.create_file_writer(logdir)
+
+
+def write_grid_png(images_NHW3, path: str, cols: int | None = None) -> str:
+    """Tile images (float in [0, 1]) into one PNG; returns the path."""
+    from PIL import Image
+
+    imgs = np.clip(np.asarray(images_NHW3, np.float32), 0.0, 1.0)
+    n, h, w, c = imgs.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.ones((rows * h, cols * w, c), np.float32)
+    for i, img in enumerate(imgs):
+        r, q = divmod(i, cols)
+        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(np.round(grid * 255).astype(np.uint8).squeeze()).save(path)
+    return path
