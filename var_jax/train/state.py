@@ -16,6 +16,8 @@ class TrainState(struct.PyTreeNode):
     `frozen` holds arrays the step needs but never updates (a frozen tokenizer, a perceptual
     network); it is rebuilt at start-up rather than checkpointed (see `checkpointed`).
     `rng` is the run's base key: the loop gives step `s` the key `fold_in(rng, s)`.
+    `extra` holds trainer-specific arrays the step updates besides params (e.g. the tokenizer's
+    codebook statistics); it is checkpointed.
     """
 
     step: jax.Array
@@ -24,12 +26,13 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array
     ema_params: Any = None
     frozen: Any = None
+    extra: Any = None
     tx: optax.GradientTransformation = struct.field(pytree_node=False, default=None)
     ema_decay: float | None = struct.field(pytree_node=False, default=None)
 
     @classmethod
     def create(cls, *, params, tx: optax.GradientTransformation, rng: jax.Array,
-               ema_decay: float | None = None, frozen=None) -> "TrainState":
+               ema_decay: float | None = None, frozen=None, extra=None) -> "TrainState":
         """`params` may be boxed (nn.LogicallyPartitioned): boxes are kept so sharding can read
         their names, and the optimizer state is built from the unboxed values."""
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -39,7 +42,7 @@ class TrainState(struct.PyTreeNode):
         return cls(step=jnp.zeros((), jnp.int32), params=params,
                    opt_state=tx.init(nn.unbox(params)), rng=jnp.asarray(rng, jnp.uint32),
                    ema_params=params if ema_decay is not None else None, frozen=frozen,
-                   tx=tx, ema_decay=ema_decay)
+                   extra=extra, tx=tx, ema_decay=ema_decay)
 
     def apply_gradients(self, grads) -> "TrainState":
         """One optimizer update (and EMA update); increments `step`."""
@@ -67,6 +70,8 @@ class TrainState(struct.PyTreeNode):
                "rng": self.rng}
         if self.ema_params is not None:
             out["ema_params"] = self.ema_params
+        if self.extra is not None:
+            out["extra"] = self.extra
         return out
 
     def with_checkpointed(self, tree: dict) -> "TrainState":
