@@ -10,6 +10,7 @@ import subprocess
 from typing import Any
 
 import jax
+from etils import epath
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Checkpointer:
 
         if save_every < 1 or keep < 1:
             raise ValueError(f"save_every={save_every} and keep={keep} must both be >= 1.")
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = _absolute(directory)
         self.save_every = save_every
         self._ocp = ocp
         options = ocp.CheckpointManagerOptions(
@@ -98,6 +99,12 @@ class Checkpointer:
         self.close()
 
 
+def _absolute(path) -> epath.Path:
+    """Local paths made absolute (Orbax needs that); gs:// and other URLs kept as they are."""
+    path = os.fspath(path)
+    return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 def _abstract(x):
     if isinstance(x, jax.ShapeDtypeStruct):
         return x
@@ -143,22 +150,21 @@ def provenance(**extra) -> dict:
 def write_run_info(workdir: str | os.PathLike, config: dict, info: dict) -> None:
     """Write `config.json` and `provenance.json` into `workdir` (process 0 only).
 
-    A resumed run whose config differs from the stored one is logged (keys named) and the new
-    config is kept, the old one renamed to `config.previous.json`.
+    A resumed run whose config differs from the stored one is logged (keys named); the new
+    config is kept and the old one saved as `config.previous.json`.
     """
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
+    workdir = _absolute(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.json"
     new = json.loads(json.dumps(config, default=str))
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+    if path.exists():
+        old = json.loads(path.read_text())
         if old != new:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             log.warning("config differs from the stored %s in %s; keeping the old one as "
                         "config.previous.json", path, changed)
-            os.replace(path, os.path.join(workdir, "config.previous.json"))
-    for name, obj in (("config.json", new), ("provenance.json", info)):
-        with open(os.path.join(workdir, name), "w") as f:
-            json.dump(obj, f, indent=1, default=str)
+            (workdir / "config.previous.json").write_text(path.read_text())
+    path.write_text(json.dumps(new, indent=1))
+    (workdir / "provenance.json").write_text(json.dumps(info, indent=1, default=str))

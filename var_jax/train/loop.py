@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
-import os
 import time
 from typing import Any, Callable
 
@@ -11,10 +11,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
+from etils import epath
 
 from var_jax import checkpoint as ckpt_lib
 from var_jax import sharding
 from var_jax.train import metrics as metrics_lib
+from var_jax.train.input import default_streams
 from var_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,11 @@ class Task:
         """PartitionSpecs of logical axis names for plain params (or None)."""
         return None
 
+    def init_extra(self):
+        """Trainer-specific arrays the step updates besides params (e.g. codebook statistics),
+        checkpointed with the state (None: none)."""
+        return None
+
     def init_frozen(self, rng: jax.Array):
         """Arrays the step reads but never trains (random init; see `load_frozen`)."""
         return None
@@ -81,7 +88,8 @@ class Task:
         return None
 
     def eval_step(self, state: TrainState, batch: dict) -> dict | None:
-        """Pure: scalar metrics of one eval batch (None: no evals)."""
+        """Pure: scalar metrics of one eval batch, means over the examples whose
+        `batch["mask"]` is True when the batch has a mask (the padded last eval batch)."""
         return None
 
     def sample(self, state: TrainState, rng: jax.Array):
@@ -92,18 +100,62 @@ class Task:
 Streams = Callable[[Any, str], Any]   # (config, "train" | "eval") -> resumable batch iterator
 
 
-def default_streams(config, split: str):
-    """Host-local batches of `config.data` from var_jax.data (this process's share)."""
-    from var_jax.data import make_stream
-
-    loop = config.loop
-    return make_stream(config.data, train=(split == "train"),
-                       batch_size=loop.global_batch // jax.process_count(), seed=loop.seed,
-                       process_index=jax.process_index(), process_count=jax.process_count())
-
-
 def _config_dict(config) -> dict:
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+
+
+def state_initializer(task: Task, loop: LoopConfig, mesh):
+    """(init_fn(key) -> TrainState (boxes kept), abstract state with shardings, shardings).
+
+    The shardings come from `jax.eval_shape`: params follow their logical names (or the fsdp
+    fallback), optimizer moments and EMA follow the params, the rest the fallback.
+    """
+    tx = task.optimizer()
+
+    def init_fn(key):
+        params_key, frozen_key, state_key = jax.random.split(key, 3)
+        return TrainState.create(params=task.init_params(params_key), tx=tx, rng=state_key,
+                                 ema_decay=loop.ema_decay, frozen=task.init_frozen(frozen_key))
+
+    boxed = jax.eval_shape(init_fn, jax.random.key(0))
+    params_sh = sharding.param_shardings(boxed.params, mesh, logical_axes=task.logical_axes())
+    shardings = sharding.shardings_like(boxed, boxed.params, params_sh, mesh)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            sharding.unbox(boxed), shardings)
+    return init_fn, abstract, shardings
+
+
+def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None):
+    """(state, shardings, restored data-stream state or None, start step).
+
+    Resumes from the latest checkpoint of `ckpt` when there is one (arrays read straight into
+    this mesh's shardings); otherwise every array is created on its devices, already sharded.
+    `frozen` is always rebuilt: `task.load_frozen`, else `task.init_frozen`.
+    """
+    init_fn, abstract, shardings = state_initializer(task, loop, mesh)
+    start = ckpt.latest_step() if ckpt is not None else None
+    data_state = None
+    if start is None:
+        start = 0
+        state = jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=shardings)(key)
+    else:
+        restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step=start)
+        frozen = jax.jit(lambda k: nn.unbox(init_fn(k).frozen),
+                         out_shardings=shardings.frozen)(key)
+        state = abstract.replace(frozen=frozen).with_checkpointed(restored)
+        log.info("resumed from step %d of %s", start, ckpt.directory)
+    loaded = task.load_frozen(shardings.frozen)
+    if loaded is not None:
+        state = state.replace(frozen=loaded)
+    return state, shardings, data_state, start
+
+
+def compile_train_step(task: Task, shardings, mesh):
+    """jax.jit of `task.train_step` with this step's key, sharded in and out, state donated."""
+    def update(state, batch):
+        return task.train_step(state, batch, state.step_key())
+    return jax.jit(update, in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 
 def train_and_evaluate(config, workdir: str, task: Task, *,
@@ -112,88 +164,64 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
 
     `config` is a dataclass with `.loop` (LoopConfig), `.mesh` (sharding.MeshConfig) and
     `.data` (given to `streams`); the whole of it is saved as JSON beside the checkpoints.
-    Returns the final state.
+    `workdir` may be local or a gs:// path. Returns the final state.
     """
     loop: LoopConfig = config.loop
-    workdir = os.path.abspath(workdir)
+    workdir = epath.Path(workdir)
     is_main = jax.process_index() == 0
 
     # ------------------------------------------------------------------------------------- mesh
     sharding.maybe_initialize_distributed(loop.multihost)
     mesh = sharding.make_mesh(config.mesh)
-    batch_shards = sharding.batch_sharding(mesh)
-    if loop.global_batch % (mesh.shape["data"] * mesh.shape["fsdp"] * loop.grad_accum):
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if loop.global_batch % (shards * loop.grad_accum):
         raise ValueError(f"global_batch={loop.global_batch} must be divisible by data x fsdp x "
-                         f"grad_accum = {mesh.shape['data']} x {mesh.shape['fsdp']} x "
-                         f"{loop.grad_accum}.")
+                         f"grad_accum = {shards} x {loop.grad_accum}.")
+    init_key, sample_key = jax.random.split(jax.random.key(loop.seed))
 
-    with sharding.activate(mesh):   # models' activation constraints see the mesh
-        # ------------------------------------------------------------------------------------ input
-        train_stream = streams(config, "train")
-        eval_stream = streams(config, "eval") if loop.eval_every else None
-        eval_start = eval_stream.get_state() if eval_stream is not None else None
+    # ------------------------------------------------------------------------------------ input
+    train_stream = streams(config, "train")
+    eval_stream = streams(config, "eval") if loop.eval_every else None
+    eval_start = eval_stream.get_state() if eval_stream is not None else None
 
-        # --------------------------------------------------------------------- model and sharding
-        init_key, sample_key = jax.random.split(jax.random.key(loop.seed))
-        tx = task.optimizer()
-
-        def init_state(key):
-            params_key, frozen_key, state_key = jax.random.split(key, 3)
-            return TrainState.create(params=task.init_params(params_key), tx=tx, rng=state_key,
-                                     ema_decay=loop.ema_decay, frozen=task.init_frozen(frozen_key))
-
-        boxed = jax.eval_shape(init_state, init_key)
-        params_sh = sharding.param_shardings(boxed.params, mesh, logical_axes=task.logical_axes())
-        state_sh = sharding.shardings_like(boxed, boxed.params, params_sh, mesh)
-        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                sharding.unbox(boxed), state_sh)
-
-        # ------------------------------------------------------------------------------- checkpoint
-        ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                     save_every=loop.checkpoint_every, keep=loop.keep_checkpoints,
-                                     async_save=loop.async_checkpoint)
-        start = ckpt.latest_step()
-        if start is None:   # fresh run: every array is created on its devices, already sharded
-            start = 0
-            state = jax.jit(lambda k: nn.unbox(init_state(k)), out_shardings=state_sh)(init_key)
-        else:               # resume: read straight into this mesh's shardings; rebuild `frozen`
-            restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step=start)
-            frozen = jax.jit(lambda k: nn.unbox(init_state(k).frozen),
-                             out_shardings=state_sh.frozen)(init_key)
-            state = abstract.replace(frozen=frozen).with_checkpointed(restored)
+    with sharding.activate(mesh):   # the models' activation constraints see the mesh
+        # ----------------------------------------------------------- model, shard, checkpoint
+        ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", save_every=loop.checkpoint_every,
+                                     keep=loop.keep_checkpoints, async_save=loop.async_checkpoint)
+        state, state_sh, data_state, start = create_state(task, loop, mesh, init_key, ckpt)
+        if data_state is not None:
             train_stream.set_state(data_state)
-            log.info("resumed from step %d of %s", start, ckpt.directory)
-        loaded = task.load_frozen(state_sh.frozen)
-        if loaded is not None:
-            state = state.replace(frozen=loaded)
         info = ckpt_lib.provenance(seed=loop.seed, dataset=str(getattr(config, "data", None)))
         ckpt_lib.write_run_info(workdir, _config_dict(config), info)
         meta = {"config": _config_dict(config), "provenance": info}
 
-        # ------------------------------------------------------------------------------ update step
-        def update(state, batch):
-            return task.train_step(state, batch, state.step_key())
+        # -------------------------------------------------------------------------- update step
+        update = compile_train_step(task, state_sh, mesh)
 
-        update = jax.jit(update, in_shardings=(state_sh, batch_shards),
-                         out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
-        eval_fn = jax.jit(task.eval_step, in_shardings=(state_sh, batch_shards))
+        # -------------------------------------------------------------------------------- evals
+        def eval_step(state, batch):   # metrics, and how many real examples they average
+            n = batch["mask"].sum() if "mask" in batch else len(jax.tree.leaves(batch)[0])
+            return task.eval_step(state, batch), n
 
-        # ------------------------------------------------------------------------------------ evals
+        eval_fn = jax.jit(eval_step, in_shardings=(state_sh, sharding.batch_sharding(mesh)))
+
         def evaluate(state) -> dict:
             eval_stream.set_state(eval_start)
-            rows = jax.device_get([eval_fn(state, sharding.global_batch(next(eval_stream), mesh))
-                                   for _ in range(loop.eval_batches)])
-            return {f"eval_{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            rows = jax.device_get([eval_fn(state, sharding.global_batch(batch, mesh))
+                                   for batch in itertools.islice(eval_stream, loop.eval_batches)])
+            weights = np.array([n for _, n in rows], np.float64)
+            return {f"eval_{k}": float(np.average([r[k] for r, _ in rows], weights=weights))
+                    for k in rows[0][0]}
 
         def write_samples(state, step: int) -> None:
             images = task.sample(state, jax.random.fold_in(sample_key, step))
             if images is not None and is_main:
-                metrics_lib.write_grid_png(jax.device_get(images), os.path.join(
-                    workdir, "samples", f"step_{step:08d}.png"))
+                metrics_lib.write_grid_png(jax.device_get(images),
+                                           workdir / "samples" / f"step_{step:08d}.png")
 
-        # ------------------------------------------------------------------------------------- loop
-        writer = metrics_lib.MetricsWriter(workdir, resume_step=start, tensorboard=loop.tensorboard,
-                                           active=is_main)
+        # --------------------------------------------------------------------------------- loop
+        writer = metrics_lib.MetricsWriter(workdir, resume_step=start,
+                                           tensorboard=loop.tensorboard, active=is_main)
         bar = _progress(loop, start, is_main)
         pending: list[tuple[int, dict]] = []
         clock = _Throughput(loop.global_batch, task.flops_per_example, mesh.devices.flatten())
@@ -208,7 +236,7 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
                 evals = loop.eval_every and step % loop.eval_every == 0
                 samples = loop.sample_every and step % loop.sample_every == 0
                 if save or evals or samples or step % loop.log_every == 0:
-                    row = _flush(pending, clock, ckpt)
+                    row = _flush(pending, clock, ckpt)   # raises on a non-finite loss
                     if evals:
                         row.update(evaluate(state))
                     writer.write(step, row)
@@ -224,7 +252,9 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
             bar.close()
             writer.close()
             ckpt.close()
-        return state
+            for stream in (train_stream, eval_stream):
+                getattr(stream, "close", lambda: None)()
+    return state
 
 
 def _flush(pending: list, clock: "_Throughput", ckpt) -> dict:

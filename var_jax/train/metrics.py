@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Mapping
 
 import numpy as np
+from etils import epath
 
 # Dense bf16 peak FLOP/s per device, matched as a substring of `device.device_kind` (first hit).
 PEAK_FLOPS_BF16 = (
@@ -57,29 +57,28 @@ class MetricsWriter:
     interrupted run are dropped, so the log reads as one uninterrupted run.
     """
 
-    def __init__(self, workdir: str, *, resume_step: int = 0, tensorboard: bool = True,
+    def __init__(self, workdir, *, resume_step: int = 0, tensorboard: bool = True,
                  active: bool = True):
         self.active = active
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        workdir = epath.Path(workdir)
+        self.path = workdir / "metrics.jsonl"
         self._tb = None
         if not active:
             return
-        os.makedirs(workdir, exist_ok=True)
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                rows = [line for line in f if line.strip()]
+        workdir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            rows = [line for line in self.path.read_text().splitlines(True) if line.strip()]
             keep = [r for r in rows if json.loads(r)["step"] <= resume_step]
             if len(keep) != len(rows):
-                with open(self.path, "w") as f:
-                    f.writelines(keep)
+                self.path.write_text("".join(keep))
         if tensorboard:
-            self._tb = _tensorboard_writer(os.path.join(workdir, "tensorboard"))
+            self._tb = _tensorboard_writer(str(workdir / "tensorboard"))
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.active:
             return
         row = {"step": int(step), **{k: _plain(v) for k, v in scalars.items() if v is not None}}
-        with open(self.path, "a") as f:
+        with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is not None:
             import tensorflow as tf
@@ -107,7 +106,7 @@ def _tensorboard_writer(logdir: str):
     return tf.summary.create_file_writer(logdir)
 
 
-def write_grid_png(images_NHW3, path: str, cols: int | None = None) -> str:
+def write_grid_png(images_NHW3, path, cols: int | None = None) -> str:
     """Tile images (float in [0, 1]) into one PNG; returns the path."""
     from PIL import Image
 
@@ -119,6 +118,8 @@ def write_grid_png(images_NHW3, path: str, cols: int | None = None) -> str:
     for i, img in enumerate(imgs):
         r, q = divmod(i, cols)
         grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(np.round(grid * 255).astype(np.uint8).squeeze()).save(path)
-    return path
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        Image.fromarray(np.round(grid * 255).astype(np.uint8).squeeze()).save(f, format="PNG")
+    return str(path)

@@ -1,0 +1,208 @@
+"""Training the VAR transformer: frozen VQ-VAE tokens in, next-scale cross-entropy out."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from var_jax.configs import VARConfig, VQVAEConfig, scale_of_token
+from var_jax.sharding import MeshConfig
+from var_jax.train.accumulate import value_and_grad_accumulated
+from var_jax.train.input import DataConfig
+from var_jax.train.loop import LoopConfig, Task
+from var_jax.train.optimizer import OptimConfig, make_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class VARTrainConfig:
+    """Everything `var-jax train` needs; experiments/*.py return one."""
+
+    var: VARConfig
+    vae: VQVAEConfig
+    loop: LoopConfig
+    optim: OptimConfig
+    data: DataConfig
+    mesh: MeshConfig = MeshConfig()
+    tokenizer: str | None = None      # frozen tokenizer: `var-jax convert` dir or released .pth;
+                                      # None = random init (smoke tests only: codes mean nothing)
+    label_smoothing: float = 0.0      # "ls"
+    prog_fraction: float = 0.0        # "pg": progressive training over this fraction of steps
+    prog_first_scale: int = 4         # "pg0": the last scale trained on at the start
+    sample_classes: tuple[int, ...] = tuple(range(8))   # one image each in the sample grids
+    sample_cfg: float = 1.5
+    sample_top_k: int = 900
+    sample_top_p: float = 0.96
+
+    def __post_init__(self):
+        self.var.check_compatible(self.vae)
+        if self.vae.image_size != self.data.image_size:
+            raise ValueError(f"data.image_size={self.data.image_size} differs from the tokenizer's "
+                             f"image_size={self.vae.image_size}; make them equal.")
+        if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.prog_fraction <= 1.0:
+            raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 1) and "
+                             f"prog_fraction={self.prog_fraction} in [0, 1].")
+
+
+def var_train_flops(cfg: VARConfig) -> float:
+    """Model FLOPs of one training image (forward + backward = 3x forward, 2 per multiply-add).
+
+    Per-token matmuls (qkv, proj, fc1, fc2 of every block; word_embed; head) over all L tokens,
+    AdaLN projections once per image, and attention scores + values over the full L x L
+    (as the reference computes it; the block-causal mask does not skip work). VAR-d16: 0.93 TF.
+    """
+    C, L, depth = cfg.embed_dim, cfg.seq_len, cfg.depth
+    per_token = depth * (4 * C * C + 2 * C * cfg.mlp_dim) + C * cfg.vocab_size + cfg.vae_channels * C
+    per_image = (1 if cfg.shared_aln else depth) * 6 * C * C + 2 * C * C
+    attention = depth * 2 * (2 * L * L * C)
+    return 3.0 * (2 * (per_token * L + per_image) + attention)
+
+
+def progressive_scale(step, total_steps: int, warmup_steps: int, fraction: float,
+                      first_scale: int, num_scales: int):
+    """The last scale trained on at `step` (the reference's "pg"): `first_scale` until warm-up
+    ends, then rising evenly to the last scale at `fraction` of training."""
+    last = num_scales - 1
+    if fraction <= 0:
+        return jnp.int32(last)
+    end = total_steps * fraction
+    progress = jnp.clip((step - warmup_steps) / max(end - warmup_steps, 1e-9), 0.0, 1.0)
+    si = first_scale + jnp.round(progress * (last - first_scale))
+    si = jnp.where(step <= warmup_steps, first_scale, si)
+    return jnp.where(step >= end, last, si).astype(jnp.int32)
+
+
+def cross_entropy(logits_BLV, target_BL, label_smoothing: float = 0.0):
+    """(smoothed CE, plain NLL), each (B, L): torch's CrossEntropyLoss(label_smoothing=ls)."""
+    logp_BLV = jax.nn.log_softmax(logits_BLV.astype(jnp.float32), axis=-1)
+    nll_BL = -jnp.take_along_axis(logp_BLV, target_BL[..., None], axis=-1)[..., 0]
+    if not label_smoothing:
+        return nll_BL, nll_BL
+    return (1 - label_smoothing) * nll_BL - label_smoothing * logp_BLV.mean(-1), nll_BL
+
+
+class VARTask(Task):
+    """`Task` for the shared loop: params = the VAR transformer, frozen = the VQ-VAE."""
+
+    def __init__(self, config: VARTrainConfig):
+        from var_jax.var import VAR
+        from var_jax.vqvae import VQVAE
+
+        self.config = config
+        self.model, self.vae = VAR(config.var), VQVAE(config.vae)
+        self.flops_per_example = var_train_flops(config.var)
+        self._scale_L = jnp.asarray(scale_of_token(config.var.patch_nums))
+        self.lr = None
+
+    # ---------------------------------------------------------------- model, optimizer, frozen
+    def init_params(self, rng):
+        from var_jax.var import init_var_params
+        return init_var_params(self.config.var, rng)
+
+    def logical_axes(self):
+        from var_jax.var import var_param_logical_axes
+        return var_param_logical_axes(self.config.var)
+
+    def optimizer(self):
+        loop = self.config.loop
+        tx, self.lr = make_optimizer(self.config.optim, global_batch=loop.global_batch,
+                                     total_steps=loop.total_steps)
+        return tx
+
+    def init_frozen(self, rng):
+        size = self.config.vae.image_size
+        return self.vae.init(rng, jnp.zeros((1, size, size, 3)), train=False)["params"]
+
+    def load_frozen(self, shardings):
+        if self.config.tokenizer is None:
+            return None
+        from var_jax.convert import load_weights
+        _, params = load_weights(self.config.tokenizer, self.config.vae)
+        return jax.device_put(params, shardings)
+
+    # ---------------------------------------------------------------- loss
+    def tokens(self, vae_params, batch):
+        """(targets (B, L) int32, teacher-forcing input (B, L - first_l, Cvae)) of a batch of
+        images or of pre-tokenized indices."""
+        from var_jax.vqvae import VQVAE
+
+        q = {"params": jax.lax.stop_gradient(vae_params)}
+        if "idx" in batch:
+            idx_BL = batch["idx"].astype(jnp.int32)
+            idx_list = [idx_BL[:, b:e] for b, e in self.config.var.begin_ends]
+        else:
+            idx_list = self.vae.apply(q, batch["image"], method=VQVAE.encode_indices)
+            idx_BL = jnp.concatenate(idx_list, axis=1)
+        x_BLCv = self.vae.apply(q, idx_list, method=VQVAE.teacher_forcing_input)
+        return idx_BL, jax.lax.stop_gradient(x_BLCv)
+
+    def loss(self, params, vae_params, batch, rng, step=None):
+        """(objective, metrics). rng=None: no class dropout (evaluation). The objective is the
+        CE of every token weighted 1/L (tokens past the progressive scale weigh 0), summed over
+        tokens and averaged over examples (over `batch["mask"]` when present)."""
+        cfg = self.config
+        target_BL, x_BLCv = self.tokens(vae_params, batch)
+        rngs = {} if rng is None else {"dropout": rng}
+        logits_BLV = self.model.apply({"params": params}, batch["label"], x_BLCv, rngs=rngs)
+        ce_BL, nll_BL = cross_entropy(logits_BLV, target_BL, cfg.label_smoothing)
+        L = cfg.var.seq_len
+        w_L = jnp.full((L,), 1.0 / L)
+        if step is not None and cfg.prog_fraction > 0:
+            o = cfg.optim
+            si = progressive_scale(step, cfg.loop.total_steps, o.warmup_steps, cfg.prog_fraction,
+                                   cfg.prog_first_scale, cfg.var.num_scales)
+            w_L = jnp.where(self._scale_L <= si, w_L, 0.0)
+        mask_B = batch.get("mask", jnp.ones(target_BL.shape[:1], bool)).astype(jnp.float32)
+        per_example = lambda x_B: jnp.sum(x_B * mask_B) / jnp.maximum(mask_B.sum(), 1)  # noqa
+        hit_BL = (jnp.argmax(logits_BLV, -1) == target_BL).astype(jnp.float32)
+        tail = slice(*cfg.var.begin_ends[-1])
+        metrics = {
+            "loss_mean": per_example(nll_BL.mean(1)), "acc_mean": per_example(hit_BL.mean(1)),
+            "loss_tail": per_example(nll_BL[:, tail].mean(1)),
+            "acc_tail": per_example(hit_BL[:, tail].mean(1)),
+        }
+        return per_example(ce_BL @ w_L), metrics
+
+    # ---------------------------------------------------------------- steps
+    def train_step(self, state, batch, rng):
+        loss_fn = functools.partial(self._grad_loss, vae_params=state.frozen, step=state.step)
+        (loss, metrics), grads = value_and_grad_accumulated(
+            loss_fn, state.params, batch, rng, self.config.loop.grad_accum)
+        metrics.update(loss=loss, grad_norm=optax.global_norm(grads), lr=self.lr(state.step))
+        return state.apply_gradients(grads), metrics
+
+    def _grad_loss(self, params, batch, rng, *, vae_params, step):
+        return self.loss(params, vae_params, batch, rng, step)
+
+    def eval_step(self, state, batch):
+        loss, metrics = self.loss(state.eval_params, state.frozen, batch, None)
+        return {"loss": loss, **metrics}
+
+    def sample(self, state, rng):
+        from var_jax import sampling
+
+        cfg = self.config
+        if not cfg.sample_classes:
+            return None
+        opts = sampling.SamplerOptions(cfg.sample_top_k, cfg.sample_top_p)
+        labels_B = jnp.asarray(cfg.var.check_labels(np.asarray(cfg.sample_classes)))
+        keys_B = sampling.per_image_keys(rng, labels_B.shape[0])
+        with nn.logical_axis_rules(()):   # a few images: no activation sharding constraints
+            return _sample_fn(cfg.var, cfg.vae, opts)(state.eval_params, state.frozen, labels_B,
+                                                      keys_B, jnp.float32(cfg.sample_cfg))
+
+
+@functools.lru_cache(maxsize=4)
+def _sample_fn(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts):
+    """The sampler compiled for whatever shardings the params have (e.g. FSDP over the mesh)."""
+    from var_jax import sampling
+
+    def program(var_params, vae_params, labels_B, keys_B, cfg_scale):
+        f_hat, _ = sampling.generate_fhat(var_params, vae_params, var_cfg, vae_cfg, labels_B,
+                                          keys_B, cfg_scale, opts)
+        return sampling.decode_to_unit(vae_params, vae_cfg, f_hat)
+    return jax.jit(program)
