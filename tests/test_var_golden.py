@@ -1,0 +1,95 @@
+"""VAR transformer vs the reference: golden logits of the tiny models, and the released checkpoints' keys."""
+import functools
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from var_jax.configs import VARConfig, VQVAEConfig
+from var_jax.convert import load_torch_state_dict, var_params_from_torch
+from var_jax.var import VAR
+from var_jax.weights.var_keys import expected_var_params
+
+GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "golden"
+FIXTURES = json.loads((GOLDEN / "fixtures.json").read_text())
+VAR_NAMES = [v["name"] for v in FIXTURES["vars"]]
+TOL = 1e-4
+
+
+def golden_vae_config() -> VQVAEConfig:
+    vae = FIXTURES["vae"]
+    return VQVAEConfig(vocab_size=vae["vocab_size"], z_channels=vae["z_channels"], ch=vae["ch"],
+                       patch_nums=tuple(vae["v_patch_nums"]),
+                       share_quant_resi=vae["share_quant_resi"],
+                       image_size=FIXTURES["image_size"])
+
+
+@functools.lru_cache(maxsize=None)
+def golden_var(name: str):
+    """(VARConfig, params, io npz dict, cfgs list) of a golden tiny VAR."""
+    spec = next(v for v in FIXTURES["vars"] if v["name"] == name)
+    vae = FIXTURES["vae"]
+    cfg = VARConfig(depth=spec["depth"], embed_dim=spec["embed_dim"], num_heads=spec["num_heads"],
+                    num_classes=spec["num_classes"], patch_nums=tuple(spec["patch_nums"]),
+                    vocab_size=vae["vocab_size"], vae_channels=vae["z_channels"],
+                    shared_aln=spec["shared_aln"], attn_l2_norm=spec["attn_l2_norm"],
+                    norm_eps=spec["norm_eps"], mlp_ratio=spec["mlp_ratio"])
+    params = var_params_from_torch(load_torch_state_dict(GOLDEN / f"{name}.pth"), cfg)
+    io = dict(np.load(GOLDEN / f"{name}_io.npz"))
+    return cfg, params, io, tuple(spec["cfgs"])
+
+
+@pytest.mark.parametrize("name", VAR_NAMES)
+def test_teacher_forcing_logits_match_reference(name):
+    cfg, params, io, _ = golden_var(name)
+    apply = jax.jit(VAR(cfg).apply)
+    logits = np.asarray(apply({"params": params}, io["labels"], io["x_BLCv_wo_first_l"]))
+    assert logits.dtype == np.float32
+    err = np.abs(logits - io["logits"]).max()
+    assert err <= TOL, f"{name}: teacher-forcing logits max abs err {err:.3g}"
+    null = np.full_like(io["labels"], cfg.num_classes)
+    logits = np.asarray(apply({"params": params}, null, io["x_BLCv_wo_first_l"]))
+    err = np.abs(logits - io["logits_null_class"]).max()
+    assert err <= TOL, f"{name}: null-class logits max abs err {err:.3g}"
+
+
+# ---------------------------------------------------------------- released checkpoints' keys
+RELEASED = json.loads((GOLDEN / "released_checkpoint_keys.json").read_text())
+PRESETS = {"var_d16": VARConfig.d16, "var_d20": VARConfig.d20, "var_d24": VARConfig.d24,
+           "var_d30": VARConfig.d30, "var_d36": VARConfig.d36}
+
+
+def _fake_state_dict(shapes: dict) -> dict:
+    # Zero-stride arrays: every released shape without allocating gigabytes.
+    return {k: np.broadcast_to(np.float32(0.5), tuple(s)) for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_converter_accepts_every_released_key(name):
+    cfg = PRESETS[name]()
+    params = var_params_from_torch(_fake_state_dict(RELEASED[name]), cfg)
+    expected = expected_var_params(cfg)
+    got = jax.tree.map(lambda a: (a.shape, a.dtype), params)
+    want = jax.tree.map(lambda a: (a.shape, a.dtype), expected)
+    assert got == want
+    n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(expected))
+    n_torch = sum(int(np.prod(s)) for k, s in RELEASED[name].items()
+                  if not k.endswith(("attn_bias_for_masking", "lvl_1L", "zero_k_bias")))
+    assert n == n_torch, f"{name}: {n} params here vs {n_torch} in the checkpoint"
+
+
+def test_converter_names_the_bad_key_and_both_shapes():
+    cfg = VARConfig.d16()
+    sd = _fake_state_dict(RELEASED["var_d16"])
+    sd["blocks.3.ffn.fc1.weight"] = np.zeros((4096, 1000), np.float32)
+    with pytest.raises(ValueError, match=r"(?s)blocks\.3\.ffn\.fc1\.weight.*\(4096, 1000\).*\(1024, 4096\)"):
+        var_params_from_torch(sd, cfg)
+    sd = _fake_state_dict(RELEASED["var_d16"])
+    del sd["blocks.15.attn.q_bias"]
+    with pytest.raises(ValueError, match=r"(?s)missing.*blocks_15/attn/q_bias"):
+        var_params_from_torch(sd, cfg)
+    sd = _fake_state_dict(RELEASED["var_d16"])
+    with pytest.raises(ValueError, match=r"(?s)unexpected.*blocks\.0\.ada_lin\.1\.weight.*missing.*shared_ada_lin/kernel"):
+        var_params_from_torch(sd, VARConfig.d16(shared_aln=True))

@@ -1,0 +1,122 @@
+"""AdaLN blocks of the VAR transformer: the self-attention block (per-block or shared AdaLN) and the head norm."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from var_jax.nn.attention import KVCache, SelfAttention
+
+_lp = nn.with_logical_partitioning
+_zeros = nn.initializers.zeros_init()
+_default_init = nn.initializers.lecun_normal()
+
+
+def layer_norm(x, eps: float):
+    """LayerNorm over the last axis without affine parameters; statistics in float32."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return (x32 - mean) * jax.lax.rsqrt(var + eps)
+
+
+def drop_path(module: nn.Module, x_BLC, rate: float):
+    """Stochastic depth: zero a sample's branch with prob `rate`, scale kept ones by 1/(1-rate).
+
+    Active only when the module was given a 'dropout' rng.
+    """
+    if rate <= 0.0 or not module.has_rng("dropout"):
+        return x_BLC
+    keep = 1.0 - rate
+    keep_B11 = jax.random.bernoulli(module.make_rng("dropout"), keep, (x_BLC.shape[0], 1, 1))
+    return x_BLC * (keep_B11.astype(x_BLC.dtype) / keep)
+
+
+class FFN(nn.Module):
+    """fc1 -> GELU(tanh) -> fc2 (`blocks.i.ffn`)."""
+
+    embed_dim: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+    kernel_init: Callable = _default_init   # fc1
+    out_init: Callable = _default_init      # fc2
+
+    @nn.compact
+    def __call__(self, x_BLC):
+        h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1",
+                     kernel_init=_lp(self.kernel_init, ("embed", "mlp")),
+                     bias_init=_lp(_zeros, ("mlp",)))(x_BLC)
+        h = nn.with_logical_constraint(h, ("batch", "seq", "mlp"))
+        h = nn.gelu(h, approximate=True)
+        return nn.Dense(self.embed_dim, dtype=self.dtype, name="fc2",
+                        kernel_init=_lp(self.out_init, ("mlp", "embed")),
+                        bias_init=_lp(_zeros, ("embed",)))(h)
+
+
+class AdaLNSelfAttn(nn.Module):
+    """x += attn(LN(x)*(1+scale1)+shift1)*gamma1;  x += ffn(LN(x)*(1+scale2)+shift2)*gamma2.
+
+    The six modulation vectors (gamma1, gamma2, scale1, scale2, shift1, shift2) come from
+    `ada_lin(cond_BD)` (SiLU, Linear C->6C), or, with `shared_aln`, `cond` is already the shared
+    projection (B, 1, 6, C) and this block adds its own learned `ada_gss` (1, 1, 6, C).
+    """
+
+    embed_dim: int
+    num_heads: int
+    mlp_dim: int
+    norm_eps: float = 1e-6
+    shared_aln: bool = False
+    attn_l2_norm: bool = True
+    drop_path_rate: float = 0.0
+    dtype: Any = jnp.float32
+    kernel_init: Callable = _default_init   # mat_qkv, fc1
+    out_init: Callable = _default_init      # attn.proj, ffn.fc2
+    ada_init: Callable = _default_init      # ada_lin kernel (C, 6C) or ada_gss (1, 1, 6, C)
+
+    @nn.compact
+    def __call__(self, x_BLC, cond, *, mask_11LL=None, kv_cache: KVCache | None = None,
+                 cache_begin: int = 0):
+        C = self.embed_dim
+        if self.shared_aln:
+            ada_gss = self.param("ada_gss", _lp(self.ada_init, (None, None, None, "embed")),
+                                 (1, 1, 6, C))
+            mod_B16C = ada_gss + cond
+        else:
+            mod = nn.Dense(6 * C, name="ada_lin", kernel_init=_lp(self.ada_init, ("embed", "ada")),
+                           bias_init=_lp(_zeros, ("ada",)))(nn.silu(cond))
+            mod_B16C = mod.reshape(-1, 1, 6, C)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = (
+            mod_B16C[:, :, i].astype(jnp.float32) for i in range(6))
+
+        h = layer_norm(x_BLC, self.norm_eps) * (1 + scale1) + shift1
+        h, kv_cache = SelfAttention(self.embed_dim, self.num_heads, self.attn_l2_norm,
+                                    dtype=self.dtype, kernel_init=self.kernel_init,
+                                    proj_init=self.out_init, name="attn")(
+            h.astype(self.dtype), mask_11LL=mask_11LL, kv_cache=kv_cache,
+            cache_begin=cache_begin)
+        x_BLC = x_BLC + drop_path(self, h * gamma1, self.drop_path_rate)
+
+        h = layer_norm(x_BLC, self.norm_eps) * (1 + scale2) + shift2
+        h = FFN(self.embed_dim, self.mlp_dim, dtype=self.dtype, kernel_init=self.kernel_init,
+                out_init=self.out_init, name="ffn")(h.astype(self.dtype))
+        x_BLC = x_BLC + drop_path(self, h * gamma2, self.drop_path_rate)
+        x_BLC = nn.with_logical_constraint(x_BLC, ("batch", "seq", "embed"))
+        return x_BLC, kv_cache
+
+
+class AdaLNBeforeHead(nn.Module):
+    """LN(x)*(1+scale)+shift with (scale, shift) = ada_lin(cond) (`head_nm`); float32."""
+
+    embed_dim: int
+    norm_eps: float = 1e-6
+    ada_init: Callable = _default_init
+
+    @nn.compact
+    def __call__(self, x_BLC, cond_BD):
+        C = self.embed_dim
+        mod = nn.Dense(2 * C, name="ada_lin", kernel_init=_lp(self.ada_init, ("embed", "ada")),
+                       bias_init=_lp(_zeros, ("ada",)))(nn.silu(cond_BD.astype(jnp.float32)))
+        scale_B1C, shift_B1C = jnp.split(mod.reshape(-1, 1, 2, C), 2, axis=2)
+        return layer_norm(x_BLC, self.norm_eps) * (1 + scale_B1C[:, :, 0]) + shift_B1C[:, :, 0]

@@ -1,0 +1,98 @@
+"""VAR self-attention: L2-normalised q/k, q/v biases, block-causal mask or a static KV cache."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MAX_LOG_SCALE = math.log(100.0)   # the per-head q scale is exp(min(scale_mul, log 100))
+L2_EPS = 1e-12                    # x / max(||x||, eps), as torch's F.normalize
+
+
+class KVCache(NamedTuple):
+    """Preallocated keys and values of one block, (B, L, H, hd) each, filled scale by scale."""
+
+    k_BLHc: jax.Array
+    v_BLHc: jax.Array
+
+
+def l2_normalize(x, axis: int = -1):
+    """x / max(||x||, 1e-12) along `axis`, computed in float32."""
+    x = x.astype(jnp.float32)
+    norm = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
+    return x / jnp.maximum(norm, L2_EPS)
+
+
+def block_causal_mask(patch_nums) -> np.ndarray:
+    """(1, 1, L, L) bool: token i may attend to token j iff scale(j) <= scale(i)."""
+    scale_L = np.concatenate([np.full(pn * pn, i) for i, pn in enumerate(patch_nums)])
+    return (scale_L[None, :] <= scale_L[:, None])[None, None]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention of a VAR block (`blocks.i.attn` in the released weights).
+
+    Teacher forcing: pass `mask_11LL` (the block-causal mask) and no cache.
+    Sampling: pass `kv_cache` and the static token range [begin, begin + l) of the current
+    scale; its keys/values are written there and the queries attend to cache[:, :begin + l].
+    """
+
+    embed_dim: int
+    num_heads: int
+    attn_l2_norm: bool = True
+    dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.lecun_normal()   # mat_qkv
+    proj_init: Callable = nn.initializers.lecun_normal()     # proj
+
+    @nn.compact
+    def __call__(self, x_BLC, *, mask_11LL=None, kv_cache: KVCache | None = None,
+                 cache_begin: int = 0):
+        B, L, C = x_BLC.shape
+        H = self.num_heads
+        hd = C // H
+        lp = nn.with_logical_partitioning
+        q_bias = self.param("q_bias", lp(nn.initializers.zeros_init(), ("qkv",)), (C,))
+        v_bias = self.param("v_bias", lp(nn.initializers.zeros_init(), ("qkv",)), (C,))
+        bias_3C = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias])
+        qkv = nn.Dense(3 * C, use_bias=False, dtype=self.dtype, name="mat_qkv",
+                       kernel_init=lp(self.kernel_init, ("embed", "qkv")))(x_BLC)
+        qkv = qkv + bias_3C.astype(self.dtype)
+        qkv = nn.with_logical_constraint(qkv, ("batch", "seq", "qkv"))
+        q, k, v = jnp.split(qkv.reshape(B, L, 3, H, hd), 3, axis=2)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]          # (B, L, H, hd)
+
+        if self.attn_l2_norm:
+            scale_mul_1H11 = self.param(
+                "scale_mul_1H11", lp(nn.initializers.constant(math.log(4.0)),
+                                     (None, "heads", None, None)), (1, H, 1, 1))
+            mul_H1 = jnp.exp(jnp.minimum(scale_mul_1H11[0], MAX_LOG_SCALE))   # (H, 1, 1)
+            q = (l2_normalize(q) * mul_H1[:, 0]).astype(self.dtype)
+            k = l2_normalize(k).astype(self.dtype)
+            scale = 1.0
+        else:
+            scale = 0.25 / math.sqrt(hd)
+
+        if kv_cache is not None:
+            end = cache_begin + L
+            if end > kv_cache.k_BLHc.shape[1]:
+                raise ValueError(f"KV cache of length {kv_cache.k_BLHc.shape[1]} cannot hold "
+                                 f"tokens [{cache_begin}, {end}).")
+            kv_cache = KVCache(
+                kv_cache.k_BLHc.at[:, cache_begin:end].set(k.astype(kv_cache.k_BLHc.dtype)),
+                kv_cache.v_BLHc.at[:, cache_begin:end].set(v.astype(kv_cache.v_BLHc.dtype)))
+            k = kv_cache.k_BLHc[:, :end].astype(self.dtype)
+            v = kv_cache.v_BLHc[:, :end].astype(self.dtype)
+            mask_11LL = None   # all cached tokens belong to this or coarser scales
+
+        out_BLHc = jax.nn.dot_product_attention(
+            q, k, v, mask=None if mask_11LL is None else jnp.asarray(mask_11LL),
+            scale=scale, implementation=None)
+        out_BLC = out_BLHc.reshape(B, L, C)
+        out_BLC = nn.Dense(C, dtype=self.dtype, name="proj",
+                           kernel_init=lp(self.proj_init, ("qkv", "embed")),
+                           bias_init=lp(nn.initializers.zeros_init(), ("embed",)))(out_BLC)
+        return out_BLC, kv_cache

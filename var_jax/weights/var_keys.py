@@ -1,0 +1,72 @@
+"""Key map from the released VAR transformer state dicts (var_d16.pth ... var_d36.pth) to `VAR` params."""
+from __future__ import annotations
+
+import functools
+import re
+
+import jax
+import numpy as np
+
+from var_jax.configs import VARConfig
+from var_jax.weights.strict import IDENTITY, LINEAR, params_from_state_dict
+
+# Buffers the reference registers (masks, level ids, the all-zero k bias): nothing to learn.
+IGNORED_BUFFERS = (r"attn_bias_for_masking", r"lvl_1L", r"blocks\.\d+\.attn\.zero_k_bias")
+
+_TOP = {
+    "pos_start": (("pos_start",), IDENTITY),
+    "pos_1LC": (("pos_1LC",), IDENTITY),
+    "word_embed.weight": (("word_embed", "kernel"), LINEAR),
+    "word_embed.bias": (("word_embed", "bias"), IDENTITY),
+    "class_emb.weight": (("class_emb", "embedding"), IDENTITY),
+    "lvl_embed.weight": (("lvl_embed", "embedding"), IDENTITY),
+    "shared_ada_lin.1.weight": (("shared_ada_lin", "kernel"), LINEAR),
+    "shared_ada_lin.1.bias": (("shared_ada_lin", "bias"), IDENTITY),
+    "head_nm.ada_lin.1.weight": (("head_nm", "ada_lin", "kernel"), LINEAR),
+    "head_nm.ada_lin.1.bias": (("head_nm", "ada_lin", "bias"), IDENTITY),
+    "head.weight": (("head", "kernel"), LINEAR),
+    "head.bias": (("head", "bias"), IDENTITY),
+}
+_BLOCK = {
+    "ada_gss": (("ada_gss",), IDENTITY),
+    "ada_lin.1.weight": (("ada_lin", "kernel"), LINEAR),
+    "ada_lin.1.bias": (("ada_lin", "bias"), IDENTITY),
+    "attn.mat_qkv.weight": (("attn", "mat_qkv", "kernel"), LINEAR),
+    "attn.q_bias": (("attn", "q_bias"), IDENTITY),
+    "attn.v_bias": (("attn", "v_bias"), IDENTITY),
+    "attn.scale_mul_1H11": (("attn", "scale_mul_1H11"), IDENTITY),
+    "attn.proj.weight": (("attn", "proj", "kernel"), LINEAR),
+    "attn.proj.bias": (("attn", "proj", "bias"), IDENTITY),
+    "ffn.fc1.weight": (("ffn", "fc1", "kernel"), LINEAR),
+    "ffn.fc1.bias": (("ffn", "fc1", "bias"), IDENTITY),
+    "ffn.fc2.weight": (("ffn", "fc2", "kernel"), LINEAR),
+    "ffn.fc2.bias": (("ffn", "fc2", "bias"), IDENTITY),
+}
+_BLOCK_RE = re.compile(r"blocks\.(\d+)\.(.+)")
+
+
+def var_key_map(key: str):
+    """torch key -> (flax param path, layout transform), or None for a key VAR has no slot for."""
+    if key in _TOP:
+        return _TOP[key]
+    m = _BLOCK_RE.fullmatch(key)
+    if m and m.group(2) in _BLOCK:
+        path, transform = _BLOCK[m.group(2)]
+        return (f"blocks_{int(m.group(1))}",) + path, transform
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def expected_var_params(cfg: VARConfig):
+    """ShapeDtypeStructs of `VAR(cfg)`'s params (no memory is allocated)."""
+    from var_jax.var import init_var_params
+    return jax.eval_shape(functools.partial(init_var_params, cfg), jax.random.key(0))
+
+
+def var_params_from_torch(sd: dict[str, np.ndarray], cfg: VARConfig) -> dict:
+    """Strictly convert a VAR transformer state dict to `VAR(cfg)` params (float32 numpy).
+
+    Every parameter must be present with the exact shape; errors name the key and both shapes.
+    """
+    return params_from_state_dict(sd, expected_var_params(cfg), var_key_map,
+                                  ignore=IGNORED_BUFFERS, model_name=f"VAR(depth={cfg.depth})")
