@@ -102,5 +102,4 @@ class VarJaxClassFolder(tfds.core.GeneratorBasedBuilder):
 def class_folder_builder(root: str, data_dir: str | None = None) -> VarJaxClassFolder:
     """The (maybe not yet prepared) TFDS builder of the folder's current content."""
     listing = list_class_folder(root)
-    return VarJaxClassFolder(config=folder_config(listing), data_dir=data_dir,
-                             file_format="array_record")
+    return VarJaxClassFolder(config=folder_config(listing), data_dir=data_dir)

@@ -75,7 +75,7 @@ def load_digits_split(split: str, data_dir: str | None = None) -> tuple[np.ndarr
     """
     if split not in SPLITS:
         raise ValueError(f"digits has no split {split!r}; use one of {SPLITS}.")
-    builder = VarJaxDigits(data_dir=data_dir, file_format="array_record")
+    builder = VarJaxDigits(data_dir=data_dir)
     prepare_builder(builder)
     source = builder.as_data_source(split)
     examples = source.__getitems__(list(range(len(source))))

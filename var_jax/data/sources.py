@@ -1,6 +1,8 @@
 """Dataset sources by name ("digits", "imagenet2012", "imagenette", "folder:<path>") over TFDS."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from var_jax.data.augment import preprocess, upscale_digits
@@ -21,15 +23,15 @@ def parse_source(source: str) -> tuple[str, str]:
 
 
 def dataset_builder(source: str, data_dir: str | None = None):
-    """The TFDS builder behind a source, set to write random-access array_record files."""
+    """The TFDS builder behind a source (prepare_builder writes it as array_record files)."""
     kind, arg = parse_source(source)
     if kind == "digits":
         from var_jax.data.digits import VarJaxDigits
-        return VarJaxDigits(data_dir=data_dir, file_format="array_record")
+        return VarJaxDigits(data_dir=data_dir)
     if kind == "folder":
         from var_jax.data.class_folder import class_folder_builder
         return class_folder_builder(arg, data_dir)
-    return import_tfds().builder(arg, data_dir=data_dir, file_format="array_record")
+    return import_tfds().builder(arg, data_dir=data_dir)
 
 
 def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = None):
@@ -40,8 +42,25 @@ def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = N
     run this once (one process) before training, so the hosts do not all prepare a copy.
     """
     builder = dataset_builder(source, data_dir)
-    prepare_builder(builder, manual_dir)
+    _prepare(source, builder, manual_dir)
     return builder
+
+
+IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+
+
+def _prepare(source: str, builder, manual_dir: str | None) -> None:
+    if builder.is_prepared():
+        return
+    if source == "imagenet2012":
+        missing = [t for t in IMAGENET_TARS
+                   if manual_dir is None or not os.path.isfile(os.path.join(manual_dir, t))]
+        if missing:
+            raise ValueError(f"imagenet2012 is not prepared in {builder.data_dir} and "
+                             f"manual_dir={manual_dir!r} lacks {missing}; download them from "
+                             "https://image-net.org/download-images into a folder and pass it "
+                             "as manual_dir.")
+    prepare_builder(builder, manual_dir)
 
 
 class DigitsRecords:
@@ -130,5 +149,5 @@ def open_records(source: str, split: str, image_size: int, *, data_dir: str | No
             raise ValueError(f"{source} is not prepared in {builder.data_dir}; run "
                              f"var_jax.data.prepare({source!r}, data_dir=..., manual_dir=...) "
                              "once, in one process, before reading it from several hosts.")
-        prepare_builder(builder, manual_dir)
+        _prepare(source, builder, manual_dir)
     return EncodedImageRecords(builder, split, int(image_size), source)

@@ -1,0 +1,134 @@
+"""Tests of "folder:<path>": class ids, unreadable files skipped and counted, re-preparation."""
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from image_samples import coloured_image, encode_image
+from var_jax.data import make_image_stream
+from var_jax.data.class_folder import VarJaxClassFolder, folder_config, list_class_folder
+from var_jax.data.order import example_rng
+from var_jax.data.sources import open_records
+
+
+def _stream(root, data_dir, batch_size, train, seed=0, **kw):
+    return make_image_stream(f"folder:{root}", "train", 16, batch_size, seed, train,
+                             data_dir=data_dir, process_index=0, process_count=1, **kw)
+
+
+def _assert_labels_match_colours(batch):
+    """Class 0 'a_red' images are red, class 1 'b_blue' images blue (replacements included)."""
+    images, labels = batch["image"], batch["label"]
+    keep = batch.get("mask", np.ones(len(labels), bool))
+    red_wins = images[..., 0].mean(axis=(1, 2)) > images[..., 2].mean(axis=(1, 2))
+    np.testing.assert_array_equal(red_wins[keep], labels[keep] == 0)
+
+
+def test_listing_sorts_classes_and_ignores_non_images(image_folder):
+    listing = list_class_folder(image_folder)
+    assert listing.class_names == ("a_red", "b_blue")
+    names = [rel for rel, _ in listing.files]
+    assert len(names) == 12
+    assert "a_red/nested/img4.jpg" in names and "b_blue/fake.png" in names
+    assert not any("README" in n or ".cache" in n for n in names)
+    assert {label for rel, label in listing.files if rel.startswith("b_blue")} == {1}
+
+
+def test_eval_pass_skips_and_counts_the_two_unreadable_files(image_folder, tmp_path, caplog):
+    stream = _stream(image_folder, str(tmp_path), 5, train=False)
+    assert stream.num_records == 12 and stream.info["class_names"] == ("a_red", "b_blue")
+    with caplog.at_level(logging.WARNING, logger="var_jax.data.images"):
+        batches = list(stream)
+    assert [int(b["mask"].sum()) for b in batches] == [5, 5, 2]
+    assert stream.num_skipped == 2 and stream.get_state()["num_skipped"] == 2
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "a_red/trunc.jpg" in logged and "b_blue/fake.png" in logged
+    for batch in batches:
+        assert batch["image"].shape == (5, 16, 16, 3)
+        assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+        _assert_labels_match_colours(batch)
+
+
+def test_training_never_crashes_and_keeps_batches_full(image_folder, tmp_path):
+    stream = _stream(image_folder, str(tmp_path), 4, train=True)  # 12 records: 3 per epoch
+    for _ in range(9):
+        batch = next(stream)
+        assert batch["image"].shape == (4, 16, 16, 3)
+        _assert_labels_match_colours(batch)
+    assert stream.num_skipped == 6  # both bad files, in each of the three epochs
+
+
+def test_resume_with_unreadable_files_is_bit_exact(image_folder, tmp_path):
+    stream = _stream(image_folder, str(tmp_path), 4, train=True, seed=3)
+    for _ in range(2):
+        next(stream)
+    state = json.loads(json.dumps(stream.get_state()))
+    expected = [next(stream) for _ in range(4)]
+    restored = _stream(image_folder, str(tmp_path), 4, train=True, seed=3, prefetch=0,
+                       num_workers=1)
+    restored.set_state(state)
+    for want in expected:
+        got = next(restored)
+        np.testing.assert_array_equal(want["image"], got["image"])
+        np.testing.assert_array_equal(want["label"], got["label"])
+    assert restored.num_skipped == stream.num_skipped
+
+
+def test_random_crops_change_with_the_epoch(image_folder, tmp_path):
+    records = open_records(f"folder:{image_folder}", "train", 16, data_dir=str(tmp_path))
+    index = next(i for i, r in enumerate(records.read(range(records.num_records)))
+                 if r["file_name"] == b"a_red/img0.jpg")  # 40x60: crops of 16 from 18x27
+    record = records.read([index])[0]
+    crops = [records.decode(record, example_rng(0, epoch, index)) for epoch in range(6)]
+    assert any(not np.array_equal(crops[0], c) for c in crops[1:])
+    np.testing.assert_array_equal(crops[0], records.decode(record, example_rng(0, 0, index)))
+
+
+def test_changed_folder_is_prepared_again(image_folder, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(image_folder, root)
+    data_dir = str(tmp_path / "tfds")
+    assert _stream(root, data_dir, 2, train=False).num_records == 12
+    extra = coloured_image(np.random.default_rng(5), 30, 30, 2)
+    (root / "b_blue" / "new.jpg").write_bytes(encode_image(extra))
+    assert _stream(root, data_dir, 2, train=False).num_records == 13
+
+
+def test_split_other_than_train_is_refused(image_folder, tmp_path):
+    with pytest.raises(ValueError, match="one split, 'train'"):
+        make_image_stream(f"folder:{image_folder}", "validation", 16, 2, 0, False,
+                          data_dir=str(tmp_path), process_index=0, process_count=1)
+    half = make_image_stream(f"folder:{image_folder}", "train[:50%]", 16, 2, 0, False,
+                             data_dir=str(tmp_path), process_index=0, process_count=1)
+    assert half.num_records == 6
+
+
+def test_dataset_prepared_as_tfrecord_gets_a_clear_error(image_folder, tmp_path):
+    builder = VarJaxClassFolder(config=folder_config(list_class_folder(image_folder)),
+                                data_dir=str(tmp_path), file_format="tfrecord")
+    builder.download_and_prepare()
+    with pytest.raises(ValueError, match="convert_format"):
+        _stream(image_folder, str(tmp_path), 2, train=False)
+
+
+@pytest.mark.parametrize("layout,match", [("missing", "not a directory"),
+                                          ("flat", "no class sub-folders"),
+                                          ("empty", "no images")])
+def test_bad_folders_raise_value_errors(tmp_path, layout, match):
+    root = tmp_path / "root"
+    if layout == "flat":
+        root.mkdir()
+        (root / "a.jpg").write_bytes(b"x")
+    if layout == "empty":
+        (root / "cls").mkdir(parents=True)
+        (root / "cls" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=match):
+        list_class_folder(str(root))
+
+
+def test_multi_host_stream_refuses_to_prepare(image_folder, tmp_path):
+    with pytest.raises(ValueError, match="not prepared"):
+        make_image_stream(f"folder:{image_folder}", "train", 16, 2, 0, True,
+                          data_dir=str(tmp_path), process_index=0, process_count=2)
