@@ -120,6 +120,9 @@ def test_eval_is_one_padded_pass_in_record_order(digits_dir):
     _assert_same(batches, other_seed)
     with pytest.raises(StopIteration):
         next(stream)
+    finished = _stream(digits_dir, batch_size=128, train=False, split="clf_test", seed=9)
+    finished.set_state(stream.get_state())
+    assert list(finished) == []
 
 
 def test_eval_hosts_have_the_same_number_of_batches(digits_dir):

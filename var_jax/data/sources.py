@@ -13,6 +13,8 @@ SOURCE_FORMS = ("digits", "imagenet2012", "imagenette[/<config>]", "folder:<path
 
 def parse_source(source: str) -> tuple[str, str]:
     """("digits", "") | ("tfds", tfds name) | ("folder", path); ValueError for anything else."""
+    if not isinstance(source, str):
+        raise ValueError(f"data source {source!r} must be a string, one of {SOURCE_FORMS}.")
     if source == "digits":
         return "digits", ""
     if source.startswith("folder:") and len(source) > len("folder:"):
@@ -132,7 +134,10 @@ class EncodedImageRecords:
 
 def open_records(source: str, split: str, image_size: int, *, data_dir: str | None = None,
                  manual_dir: str | None = None, allow_prepare: bool = True):
-    """The records of a source's split; prepares the TFDS dataset first when allowed."""
+    """The records of a source's split; prepares the TFDS dataset first when allowed.
+
+    Digits are always prepared when missing (a second, from files inside scikit-learn).
+    """
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
             or image_size < 1:
         raise ValueError(f"image_size={image_size!r} must be a positive integer.")

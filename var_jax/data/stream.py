@@ -124,7 +124,7 @@ class ResumableStream:
                                  f"has {key}={getattr(self.order, key)}; rebuild the stream with "
                                  "the data and seed of the run being resumed.")
         epoch, position = int(state["epoch"]), int(state["position"])
-        if epoch < 0 or not 0 <= position <= self.order.num_records:
+        if epoch < 0 or position < 0:
             raise ValueError(f"{self.name}: invalid state epoch={epoch}, position={position}.")
         self._drop_queue()
         self._epoch, self._position = epoch, position
