@@ -1,5 +1,7 @@
 """Tests of the digits TFDS dataset: fixed disjoint splits, counts, values, caching."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -50,3 +52,10 @@ def test_load_split_upscales_to_three_equal_channels_in_pm1(digits_dir):
     np.testing.assert_array_equal(images[..., 0], images[..., 2])
     _, raw_labels = load_digits_split("clf_test", digits_dir)
     np.testing.assert_array_equal(labels, raw_labels)
+
+
+def test_reading_a_prepared_dataset_does_not_import_tensorflow(digits_dir):
+    code = ("import sys; from var_jax.data import make_image_stream; "
+            f"s = make_image_stream('digits', 'train', 16, 8, 0, True, data_dir={digits_dir!r}); "
+            "next(s); assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
