@@ -74,3 +74,17 @@ def test_transformer_weights_are_refused(tmp_path):
     img = save_png(tmp_path / "a.png", np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="not a tokenizer"):
         run_command([img, "--weights", var_pth, "--patch-nums", "1,2,3,4"])
+
+
+def test_converted_directory_loads_like_the_pth(tmp_path):
+    import jax
+
+    from var_jax.convert import save_converted
+
+    cfg, params = reconstruct.load_tokenizer(GOLDEN_VAE, None, "1,2,3,4")
+    converted = save_converted(tmp_path / "vae_conv", cfg, params)
+    cfg2, params2 = reconstruct.load_tokenizer(converted, None, None)
+    assert cfg2 == cfg
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
+    with pytest.raises(ValueError, match="drop --resolution"):
+        reconstruct.load_tokenizer(converted, 256, None)
