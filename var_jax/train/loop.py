@@ -79,6 +79,10 @@ class Task:
         checkpointed with the state (None: none)."""
         return None
 
+    def init_extra(self):
+        """Arrays the step updates besides params (checkpointed), e.g. codebook statistics."""
+        return None
+
     def init_frozen(self, rng: jax.Array):
         """Arrays the step reads but never trains (random init; see `load_frozen`)."""
         return None
@@ -115,7 +119,8 @@ def state_initializer(task: Task, loop: LoopConfig, mesh):
     def init_fn(key):
         params_key, frozen_key, state_key = jax.random.split(key, 3)
         return TrainState.create(params=task.init_params(params_key), tx=tx, rng=state_key,
-                                 ema_decay=loop.ema_decay, frozen=task.init_frozen(frozen_key))
+                                 ema_decay=loop.ema_decay, frozen=task.init_frozen(frozen_key),
+                                 extra=task.init_extra())
 
     boxed = jax.eval_shape(init_fn, jax.random.key(0))
     params_sh = sharding.param_shardings(boxed.params, mesh, logical_axes=task.logical_axes())

@@ -81,16 +81,16 @@ class MetricsWriter:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is not None:
-            import tensorflow as tf
-            with self._tb.as_default(step=int(step)):
+            writer, tf, scalar_metadata = self._tb
+            with writer.as_default(step=int(step)):
                 for k, v in row.items():
                     if k != "step" and isinstance(v, (int, float)):
-                        tf.summary.scalar(k, v)
-            self._tb.flush()
+                        tf.summary.write(k, tf.constant(v, tf.float32), metadata=scalar_metadata)
+            writer.flush()
 
     def close(self) -> None:
         if self._tb is not None:
-            self._tb.close()
+            self._tb[0].close()
             self._tb = None
 
 
@@ -100,10 +100,18 @@ def _plain(v):
 
 
 def _tensorboard_writer(logdir: str):
-    """A tf.summary writer, with TensorFlow kept off every accelerator."""
+    """(tf.summary writer, tf, scalar metadata), TensorFlow kept off every accelerator.
+
+    Scalars go through the low-level `tf.summary.write` with the "scalars" plugin tag (what
+    TensorBoard's own `scalar` writes), so the tensorboard package is not needed to write them.
+    """
     import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
     tf.config.set_visible_devices([], "GPU")
-    return tf.summary.create_file_writer(logdir)
+    plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    return (tf.summary.create_file_writer(logdir), tf,
+            summary_pb2.SummaryMetadata(plugin_data=plugin))
 
 
 def write_grid_png(images_NHW3, path, cols: int | None = None) -> str:

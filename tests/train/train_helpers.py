@@ -1,0 +1,130 @@
+"""Test helpers: a tiny classifier task, an in-memory resumable stream, an 8-fake-device runner."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from var_jax.sharding import MeshConfig
+from var_jax.train.accumulate import value_and_grad_accumulated
+from var_jax.train.loop import LoopConfig, Task
+from var_jax.train.optimizer import OptimConfig, make_optimizer
+
+DIM, HIDDEN, CLASSES = 16, 32, 8
+_lp = nn.with_logical_partitioning
+
+
+class ToyModel(nn.Module):
+    """Two dense layers with logical axis names, like the transformer's FFN."""
+
+    @nn.compact
+    def __call__(self, x_BD):
+        init = nn.initializers.lecun_normal()
+        h = nn.Dense(HIDDEN, kernel_init=_lp(init, ("embed", "mlp")),
+                     bias_init=_lp(nn.initializers.zeros, ("mlp",)))(x_BD)
+        h = nn.with_logical_constraint(nn.gelu(h), ("batch", "mlp"))
+        return nn.Dense(CLASSES, kernel_init=_lp(init, ("mlp", "vocab")),
+                        bias_init=_lp(nn.initializers.zeros, ("vocab",)))(h)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    loop: LoopConfig
+    mesh: MeshConfig = MeshConfig()
+    optim: OptimConfig = OptimConfig(base_lr=0.05, warmup_steps=2, wpe=0.1)
+    data: str = "toy"
+    input_noise: float = 0.0   # dropout-like input noise, drawn from the step key
+
+
+class ToyTask(Task):
+    flops_per_example = 6.0 * (DIM * HIDDEN + HIDDEN * CLASSES)
+
+    def __init__(self, config: ToyConfig):
+        self.config = config
+        self.model = ToyModel()
+
+    def init_params(self, rng):
+        return self.model.init(rng, jnp.zeros((1, DIM)))["params"]
+
+    def optimizer(self):
+        loop = self.config.loop
+        tx, self.lr = make_optimizer(self.config.optim, global_batch=loop.global_batch,
+                                     total_steps=loop.total_steps)
+        return tx
+
+    def _loss(self, params, batch, rng):
+        x = batch["x"] + self.config.input_noise * jax.random.normal(rng, batch["x"].shape)
+        logits = self.model.apply({"params": params}, x)
+        loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch["y"][:, None], 1))
+        return loss, {"acc": jnp.mean(jnp.argmax(logits, -1) == batch["y"])}
+
+    def train_step(self, state, batch, rng):
+        (loss, aux), grads = value_and_grad_accumulated(self._loss, state.params, batch, rng,
+                                                        self.config.loop.grad_accum)
+        new = state.apply_gradients(grads)
+        return new, {"loss": loss, **aux, "lr": self.lr(state.step)}
+
+    def eval_step(self, state, batch):
+        loss, aux = self._loss(state.eval_params, batch, jax.random.key(0))
+        return {"loss": loss, **aux}
+
+
+class ArrayStream:
+    """Batches of a fixed labelled gaussian-mixture set in a seeded order; resumable."""
+
+    def __init__(self, batch_size: int, seed: int = 0, size: int = 512, poison_at: int = -1):
+        rng = np.random.default_rng(1234)
+        centers = rng.normal(size=(CLASSES, DIM)) * 2
+        self.y = rng.integers(0, CLASSES, size).astype(np.int32)
+        self.x = (centers[self.y] + rng.normal(size=(size, DIM))).astype(np.float32)
+        self.batch_size, self.seed, self.index, self.poison_at = batch_size, seed, 0, poison_at
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        epoch, i = divmod(self.index * self.batch_size, len(self.y))
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
+        take = order[np.arange(i, i + self.batch_size) % len(self.y)]
+        self.index += 1
+        x = self.x[take]
+        if self.index == self.poison_at:
+            x = np.full_like(x, np.nan)
+        return {"x": x, "y": self.y[take]}
+
+    def get_state(self) -> dict:
+        return {"index": self.index}
+
+    def set_state(self, state: dict) -> None:
+        self.index = int(state["index"])
+
+
+def toy_streams(poison_at: int = -1):
+    def streams(config, split):
+        return ArrayStream(config.loop.global_batch // jax.process_count(),
+                           seed=config.loop.seed if split == "train" else 99,
+                           poison_at=poison_at if split == "train" else -1)
+    return streams
+
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_with_8_devices(script: str, *args: str, timeout: int = 300) -> dict:
+    """Run `script` with 8 fake CPU devices (XLA_FLAGS set before JAX starts); returns the JSON
+    object it prints on its last line."""
+    path = os.pathsep.join([os.path.join(TESTS, "train"), os.path.dirname(TESTS)])
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": path}
+    out = subprocess.run([sys.executable, script, *args], env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, (f"{script} {args} failed:\n{out.stdout[-3000:]}\n"
+                                 f"{out.stderr[-5000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
