@@ -11,11 +11,12 @@ import pytest
 
 from test_var_golden import golden_var
 from var_jax.configs import VARConfig
-from var_jax.var import VAR, init_kv_cache, init_var_params, var_param_logical_axes
+from var_jax.var import (VAR, init_kv_cache, init_var_params, stack_blocks,
+                         var_param_logical_axes)
 
 ALLOWED_AXES = {"embed", "mlp", "qkv", "ada", "vocab", "classes", "cvae", "seq", "heads", None}
 PRESETS = [VARConfig.d16, VARConfig.d20, VARConfig.d24, VARConfig.d30, VARConfig.d36]
-SMALL = VARConfig(depth=2, embed_dim=128, num_heads=2, num_classes=10, patch_nums=(1, 2, 3),
+SMALL = VARConfig(depth=1, embed_dim=64, num_heads=2, num_classes=10, patch_nums=(1, 2, 3),
                   vocab_size=64, vae_channels=8)
 
 
@@ -51,7 +52,7 @@ def test_preset_shapes_without_memory(preset):
     assert ("shared_ada_lin" in params) == cfg.shared_aln
     # The block-sampling path: one scale with a full-length KV cache.
     caches = jax.eval_shape(lambda: init_kv_cache(cfg, 2 * B))
-    chex.assert_shape(caches[0].k_BLHc, (2 * B, cfg.seq_len, cfg.num_heads, cfg.head_dim))
+    chex.assert_shape(caches.k, (cfg.depth, 2 * B, cfg.seq_len, cfg.num_heads, cfg.head_dim))
     si = cfg.num_scales - 1
     pn = cfg.patch_nums[si]
 
@@ -61,7 +62,7 @@ def test_preset_shapes_without_memory(preset):
                                         method=VAR.conditioning)
         x = jnp.zeros((2 * B, pn * pn, C))
         return model.apply({"params": p}, si, x, cond, cond_blocks, caches,
-                           method=VAR.forward_scale)
+                           stack_blocks(p, cfg.depth), method=VAR.forward_scale)
 
     logits, _ = jax.eval_shape(last_scale, params, caches)
     chex.assert_shape(logits, (2 * B, pn * pn, cfg.vocab_size))
@@ -93,7 +94,7 @@ def test_logical_axes_use_only_the_agreed_names():
 
 @pytest.mark.parametrize("shared_aln", [False, True])
 def test_paper_init(shared_aln):
-    cfg = VARConfig(depth=2, embed_dim=384, num_heads=4, num_classes=100, patch_nums=(1, 2),
+    cfg = VARConfig(depth=1, embed_dim=384, num_heads=4, num_classes=100, patch_nums=(1, 2),
                     vocab_size=1024, vae_channels=32, shared_aln=shared_aln)
     p = init_var_params(cfg, jax.random.key(1))
     assert {a.dtype for a in jax.tree.leaves(p)} == {jnp.dtype(jnp.float32)}
@@ -103,7 +104,7 @@ def test_paper_init(shared_aln):
     def close(a, want, what):
         assert abs(a.std() - want) < 0.1 * want, f"{what}: std {a.std():.4g} vs {want:.4g}"
 
-    blk = p["blocks_1"]
+    blk = p["blocks_0"]
     close(blk["attn"]["mat_qkv"]["kernel"], std, "mat_qkv")
     close(blk["ffn"]["fc1"]["kernel"], std, "fc1")
     close(blk["attn"]["proj"]["kernel"], std / math.sqrt(2 * cfg.depth), "proj")
@@ -147,10 +148,11 @@ def _check_cached_equals_teacher_forcing(cfg, params, labels, x_BLCv):
     def cached(labels, x_BLCv):
         cond, cond_blocks = model.apply(vp, labels, method=VAR.conditioning)
         caches = init_kv_cache(cfg, labels.shape[0])
+        blocks = stack_blocks(params, cfg.depth)
         x = model.apply(vp, cond, method=VAR.embed_first)
         out = []
         for si in range(cfg.num_scales):
-            logits, caches = model.apply(vp, si, x, cond, cond_blocks, caches,
+            logits, caches = model.apply(vp, si, x, cond, cond_blocks, caches, blocks,
                                          method=VAR.forward_scale)
             out.append(logits)
             if si + 1 < cfg.num_scales:
@@ -175,7 +177,10 @@ def test_dropout_only_with_a_dropout_rng():
     chex.assert_trees_all_close(dropped, null, atol=1e-6)
     assert np.abs(np.asarray(plain) - np.asarray(null)).max() > 1e-3
 
-    cfg = VARConfig(**{**SMALL.__dict__, "cond_drop_rate": 0.0, "drop_path_rate": 0.5})
+    # Drop-path rates grow linearly from 0 at the first block, so this needs depth >= 2.
+    cfg = VARConfig(**{**SMALL.__dict__, "depth": 2, "cond_drop_rate": 0.0,
+                       "drop_path_rate": 0.5})
+    params = _perturbed_params(cfg)
     apply = jax.jit(VAR(cfg).apply)
     plain = apply({"params": params}, labels, x)
     again = apply({"params": params}, labels, x)

@@ -86,7 +86,7 @@ def test_kv_cache_path_equals_masked_attention():
     got, cache = by_scale(p, x)
     err = float(jnp.abs(got - full).max())
     assert err < 1e-5, f"cached vs masked max abs err {err:.3g}"
-    assert bool(jnp.all(jnp.abs(cache.v_BLHc).sum(axis=(0, 2, 3)) > 0))   # every slot written
+    assert bool(jnp.all(jnp.abs(cache.v).sum(axis=(0, 2, 3)) > 0))   # every slot written
 
 
 def test_cache_overflow_is_a_value_error():

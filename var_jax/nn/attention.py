@@ -14,10 +14,11 @@ L2_EPS = 1e-12                    # x / max(||x||, eps), as torch's F.normalize
 
 
 class KVCache(NamedTuple):
-    """Preallocated keys and values of one block, (B, L, H, hd) each, filled scale by scale."""
+    """Preallocated keys and values, filled scale by scale: (B, L, H, hd) each for one block
+    (what SelfAttention takes), (depth, B, L, H, hd) for the whole model (`init_kv_cache`)."""
 
-    k_BLHc: jax.Array
-    v_BLHc: jax.Array
+    k: jax.Array
+    v: jax.Array
 
 
 def l2_normalize(x, axis: int = -1):
@@ -78,14 +79,14 @@ class SelfAttention(nn.Module):
 
         if kv_cache is not None:
             end = cache_begin + L
-            if end > kv_cache.k_BLHc.shape[1]:
-                raise ValueError(f"KV cache of length {kv_cache.k_BLHc.shape[1]} cannot hold "
+            if end > kv_cache.k.shape[1]:
+                raise ValueError(f"KV cache of length {kv_cache.k.shape[1]} cannot hold "
                                  f"tokens [{cache_begin}, {end}).")
             kv_cache = KVCache(
-                kv_cache.k_BLHc.at[:, cache_begin:end].set(k.astype(kv_cache.k_BLHc.dtype)),
-                kv_cache.v_BLHc.at[:, cache_begin:end].set(v.astype(kv_cache.v_BLHc.dtype)))
-            k = kv_cache.k_BLHc[:, :end].astype(self.dtype)
-            v = kv_cache.v_BLHc[:, :end].astype(self.dtype)
+                kv_cache.k.at[:, cache_begin:end].set(k.astype(kv_cache.k.dtype)),
+                kv_cache.v.at[:, cache_begin:end].set(v.astype(kv_cache.v.dtype)))
+            k = kv_cache.k[:, :end].astype(self.dtype)
+            v = kv_cache.v[:, :end].astype(self.dtype)
             mask_11LL = None   # all cached tokens belong to this or coarser scales
 
         out_BLHc = jax.nn.dot_product_attention(
