@@ -1,0 +1,149 @@
+"""`var-jax demo` end to end: train the tokenizer, then VAR, sample every digit, judge, draw."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from var_jax.demo.config import DemoSettings
+from var_jax.demo.judge import DigitsJudge, Scores, frechet_distance, score_samples, to_judge_pixels
+from var_jax.demo.report import StageSummary, format_report, write_scores_json
+
+ZOOM = 4   # pixels per image pixel in the PNGs, so 16px digits are visible
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    scores: Scores
+    reference_frechet: float      # real training digits vs held-out real digits
+    stages: tuple[StageSummary, ...]
+    report: str                   # the printed text
+    outputs: dict                 # what -> path of every file written
+
+
+def _banner(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _finished_steps(directory: str) -> int | None:
+    """Latest complete checkpoint step of a training work dir (None: none yet)."""
+    from var_jax.checkpoint import Checkpointer
+
+    if not os.path.isdir(os.path.join(directory, "checkpoints")):
+        return None
+    with Checkpointer(os.path.join(directory, "checkpoints"), save_every=1) as ckpt:
+        return ckpt.latest_step()
+
+
+def train_tokenizer(settings: DemoSettings, run_dir: str) -> tuple[str, StageSummary]:
+    """Train (or resume, or reuse) the tokenizer; returns its exported weights dir."""
+    from var_jax.train.loop import train_and_evaluate
+    from var_jax.train.tokenizer_task import TokenizerTask, export_tokenizer
+    from var_jax.weights.store import is_converted_dir
+
+    config = settings.tokenizer
+    workdir, export_dir = os.path.join(run_dir, "tokenizer_run"), os.path.join(run_dir, "tokenizer")
+    steps = config.loop.total_steps
+    if is_converted_dir(export_dir) and _finished_steps(workdir) == steps:
+        return export_dir, StageSummary("tokenizer", steps, 0.0, reused=True)
+    _banner(f"1/3 training the tokenizer ({steps} steps) in {workdir}")
+    t0 = time.perf_counter()
+    state = train_and_evaluate(config, workdir, TokenizerTask(config))
+    export_tokenizer(state, config, export_dir)
+    return export_dir, StageSummary("tokenizer", steps, time.perf_counter() - t0, reused=False)
+
+
+def train_transformer(settings: DemoSettings, run_dir: str, tokenizer_dir: str):
+    """Train (or resume, or reuse) VAR on the frozen tokenizer; returns (params, summary)."""
+    from var_jax.train.loop import train_and_evaluate
+    from var_jax.train.var_task import VARTask
+
+    config = dataclasses.replace(settings.transformer, tokenizer=tokenizer_dir)
+    workdir = os.path.join(run_dir, "transformer_run")
+    steps = config.loop.total_steps
+    reused = _finished_steps(workdir) == steps
+    if not reused:
+        _banner(f"2/3 training the VAR transformer ({steps} steps) in {workdir}")
+    t0 = time.perf_counter()
+    state = train_and_evaluate(config, workdir, VARTask(config))   # restores when finished
+    seconds = 0.0 if reused else time.perf_counter() - t0
+    return state.eval_params, StageSummary("transformer", steps, seconds, reused=reused)
+
+
+def per_scale_images(vae_params, vae_cfg, idx_BL: np.ndarray) -> np.ndarray:
+    """(K, B, H, W, 3) in [0, 1]: the decode of the running f_hat after each scale."""
+    import jax
+    import jax.numpy as jnp
+
+    from var_jax.configs import scale_begin_ends
+    from var_jax.vqvae import VQVAE
+
+    model, v = VQVAE(vae_cfg), {"params": vae_params}
+    idx_list = [jnp.asarray(idx_BL[:, b:e]) for b, e in scale_begin_ends(vae_cfg.patch_nums)]
+    f_hats = model.apply(v, idx_list, method=VQVAE.indices_to_fhat)
+    imgs = jax.lax.map(lambda f: model.apply(v, f, method=VQVAE.decode_fhat), jnp.stack(f_hats))
+    return (np.asarray(imgs) + 1.0) / 2.0
+
+
+def _zoom(imgs_NHW3: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(imgs_NHW3, ZOOM, 1), ZOOM, 2)
+
+
+def run_demo(settings: DemoSettings, workdir: str, seed: int = 0) -> DemoResult:
+    """Train both models (reusing finished ones in `workdir`), sample, judge, write, report."""
+    import jax
+
+    from var_jax import sample
+    from var_jax.convert import load_weights
+    from var_jax.data import load_split
+    from var_jax.train.metrics import write_grid_png
+
+    t_start = time.perf_counter()
+    run_dir = os.path.abspath(os.path.join(workdir, settings.name))
+    os.makedirs(run_dir, exist_ok=True)
+    tokenizer_dir, tok_stage = train_tokenizer(settings, run_dir)
+    var_params, var_stage = train_transformer(settings, run_dir, tokenizer_dir)
+    vae_cfg, vae_params = load_weights(tokenizer_dir)
+    var_cfg = settings.transformer.var
+
+    n = settings.samples_per_class
+    _banner(f"3/3 sampling {n} images of every digit (cfg {settings.cfg}, top-k "
+            f"{settings.top_k}, top-p {settings.top_p}) and judging them")
+    asked_B = np.repeat(np.arange(var_cfg.num_classes), n)
+    imgs_BHW3, idx_BL = sample(var_params, vae_params, var_cfg, vae_cfg, asked_B,
+                               rng=jax.random.key(seed), cfg=settings.cfg, top_k=settings.top_k,
+                               top_p=settings.top_p, return_indices=True)
+    imgs_BHW3, idx_BL = np.asarray(imgs_BHW3), np.asarray(idx_BL)
+
+    size = vae_cfg.image_size
+    source = settings.transformer.data.source
+    judge = DigitsJudge.fit(*_judge_split(load_split(source, "clf_train", size)), seed=seed)
+    test_px, test_labels = _judge_split(load_split(source, "clf_test", size))
+    train_px, _ = _judge_split(load_split(source, "train", size))
+    scores = score_samples(judge, to_judge_pixels(imgs_BHW3, (0.0, 1.0)), asked_B, test_px,
+                           test_labels)
+    reference = frechet_distance(judge.features(train_px), judge.features(test_px))
+
+    outputs = {
+        "samples (a row per digit)": write_grid_png(_zoom(imgs_BHW3),
+                                                    os.path.join(run_dir, "samples.png"), cols=n),
+        "coarse-to-fine pyramid": write_grid_png(
+            _zoom(per_scale_images(vae_params, vae_cfg, idx_BL[:1])[:, 0]),
+            os.path.join(run_dir, "pyramid.png"), cols=vae_cfg.num_scales),
+    }
+    outputs["scores"] = os.path.join(run_dir, "scores.json")
+    stages = (tok_stage, var_stage)
+    total = time.perf_counter() - t_start
+    write_scores_json(outputs["scores"], scores, reference_frechet=reference, stages=list(stages),
+                      total_seconds=total)
+    sampling = f"cfg {settings.cfg}, top-k {settings.top_k}, top-p {settings.top_p}"
+    report = format_report(scores, reference_frechet=reference, stages=list(stages),
+                           sampling=sampling, outputs=outputs, total_seconds=total)
+    return DemoResult(scores, reference, stages, report, outputs)
+
+
+def _judge_split(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = split
+    return to_judge_pixels(images), labels
