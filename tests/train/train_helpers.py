@@ -128,3 +128,35 @@ def run_with_8_devices(script: str, *args: str, timeout: int = 300) -> dict:
     assert out.returncode == 0, (f"{script} {args} failed:\n{out.stdout[-3000:]}\n"
                                  f"{out.stderr[-5000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class SlowStream(ArrayStream):
+    """An ArrayStream that takes `delay` seconds per batch (so a test can kill between steps)."""
+
+    def __init__(self, *args, delay: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delay = delay
+
+    def __next__(self):
+        import time
+        time.sleep(self.delay)
+        return super().__next__()
+
+
+def run_toy(workdir: str, total_steps: int, delay: float) -> None:
+    """Train the toy task (checkpoint every 10 steps, a metrics row every step) and write the
+    final params to workdir/final_params.npz."""
+    from var_jax.train.loop import train_and_evaluate
+
+    cfg = ToyConfig(loop=LoopConfig(global_batch=16, total_steps=total_steps, log_every=1,
+                                    checkpoint_every=10, tensorboard=False, progress_bar=False,
+                                    ema_decay=0.8, grad_accum=2), input_noise=0.3)
+    streams = lambda config, split: SlowStream(16, seed=5, delay=delay)  # noqa: E731
+    state = train_and_evaluate(cfg, workdir, ToyTask(cfg), streams=streams)
+    flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
+            jax.tree_util.tree_leaves_with_path(state.checkpointed())}
+    np.savez(os.path.join(workdir, "final_params.npz"), **flat)
+
+
+if __name__ == "__main__":
+    run_toy(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))

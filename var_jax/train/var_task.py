@@ -172,7 +172,7 @@ class VARTask(Task):
         loss_fn = functools.partial(self._grad_loss, vae_params=state.frozen, step=state.step)
         (loss, metrics), grads = value_and_grad_accumulated(
             loss_fn, state.params, batch, rng, self.config.loop.grad_accum)
-        metrics.update(loss=loss, grad_norm=optax.global_norm(grads), lr=self.lr(state.step))
+        metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), lr=self.lr(state.step))
         return state.apply_gradients(grads), metrics
 
     def _grad_loss(self, params, batch, rng, *, vae_params, step):
