@@ -1,0 +1,218 @@
+"""Class-conditional sampling as ONE jitted program: scales unrolled over a static KV cache, CFG, top-k/p, decode."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from var_jax.configs import VARConfig, VQVAEConfig
+from var_jax.var import VAR, init_kv_cache, stack_blocks
+
+BATCH_AXIS = "batch"
+
+
+class SamplerOptions(NamedTuple):
+    """Static options of one compiled sampler (part of its cache key)."""
+
+    top_k: int = 900
+    top_p: float = 0.96
+    more_smooth: bool = False
+    progress: bool = False
+
+
+# ---------------------------------------------------------------------------- token choice
+def filter_logits(logits_BlV, top_k: int, top_p: float):
+    """Set to -inf every logit outside top-k (>= k-th largest) and outside the top-p nucleus.
+
+    As the reference: top-p sorts ascending, drops tokens whose cumulative probability is
+    <= 1 - top_p, and always keeps the most likely token. top_k=0 / top_p=0 disable each.
+    """
+    V = logits_BlV.shape[-1]
+    if not (0 < top_k < V or top_p > 0):
+        return logits_BlV
+    sorted_BlV = jnp.sort(logits_BlV, axis=-1)
+    if 0 < top_k < V:
+        kth_Bl1 = sorted_BlV[..., V - top_k:V - top_k + 1]
+        logits_BlV = jnp.where(logits_BlV < kth_Bl1, -jnp.inf, logits_BlV)
+        sorted_BlV = jnp.where(sorted_BlV < kth_Bl1, -jnp.inf, sorted_BlV)
+    if top_p > 0:
+        cum_BlV = jnp.cumsum(jax.nn.softmax(sorted_BlV, axis=-1), axis=-1)
+        dropped_Bl1 = jnp.sum(cum_BlV[..., :-1] <= 1.0 - top_p, axis=-1, keepdims=True)
+        smallest_kept_Bl1 = jnp.take_along_axis(sorted_BlV, dropped_Bl1, axis=-1)
+        logits_BlV = jnp.where(logits_BlV < smallest_kept_Bl1, -jnp.inf, logits_BlV)
+    return logits_BlV
+
+
+def gumbel_softmax(key, logits, tau: float):
+    """Soft gumbel-softmax weights softmax((logits + g) / tau) over the last axis."""
+    g = jax.random.gumbel(key, logits.shape, jnp.float32)
+    return jax.nn.softmax((logits + g) / tau, axis=-1)
+
+
+def guidance(cfg_scale, si: int, num_scales: int):
+    """t = cfg * si / (K - 1): guidance grows linearly from 0 at the first scale to cfg."""
+    return cfg_scale * (si / max(num_scales - 1, 1))
+
+
+# ---------------------------------------------------------------------------- the scale loop
+def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, labels_B,
+                  keys_B, cfg_scale, opts: SamplerOptions, forced=None):
+    """Coarse-to-fine generation (traceable); returns (f_hat_BhwC, idx_BL).
+
+    keys_B: one PRNG key per image; scale si uses fold_in(key, si), so images are independent
+    of the batch they are in. forced: optional (idx_list, keep_list) of per-scale (B, pn*pn)
+    token ids and bools; where keep is True the given token is used instead of a sample
+    (zero-shot editing). The doubled CFG batch is interleaved (cond_0, null_0, cond_1, ...)
+    so that a batch-sharded layout keeps each image's pair on one device.
+    """
+    from var_jax.vqvae import VQVAE
+
+    model, vae = VAR(var_cfg), VQVAE(vae_cfg)
+    vp, qp = {"params": var_params}, {"params": vae_params}
+    B, K, V = labels_B.shape[0], var_cfg.num_scales, var_cfg.vocab_size
+    labels_2B = jnp.stack([labels_B, jnp.full_like(labels_B, var_cfg.num_classes)], 1).reshape(-1)
+    cond_BD, cond_blocks = model.apply(vp, labels_2B, method=VAR.conditioning)
+    x_BlC = model.apply(vp, cond_BD, method=VAR.embed_first)
+    kv_cache = init_kv_cache(var_cfg, 2 * B)
+    blocks = stack_blocks(var_params, var_cfg.depth)
+    codebook_VC = vae.apply(qp, method=VQVAE.codebook).astype(jnp.float32)
+    last = var_cfg.patch_nums[-1]
+    f_hat = jnp.zeros((B, last, last, var_cfg.vae_channels), jnp.float32)
+    idx_list = []
+    for si, pn in enumerate(var_cfg.patch_nums):
+        ratio = si / max(K - 1, 1)
+        logits_2BlV, kv_cache = model.apply(vp, si, x_BlC, cond_BD, cond_blocks, kv_cache,
+                                            blocks, method=VAR.forward_scale)
+        logits_B2lV = logits_2BlV.reshape(B, 2, pn * pn, V)
+        t = guidance(cfg_scale, si, K)
+        logits_BlV = (1 + t) * logits_B2lV[:, 0] - t * logits_B2lV[:, 1]
+        logits_BlV = filter_logits(logits_BlV, opts.top_k, opts.top_p)
+        step_keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.fold_in, (0, None))(keys_B, si))
+        idx_Bl = jax.vmap(jax.random.categorical)(step_keys[:, 0], logits_BlV).astype(jnp.int32)
+        if forced is not None:
+            idx_Bl = jnp.where(forced[1][si], forced[0][si], idx_Bl)
+        h_BlC = codebook_VC[idx_Bl]
+        if opts.more_smooth:
+            tau = max(0.27 * (1 - 0.95 * ratio), 0.005)
+            w_BlV = jax.vmap(gumbel_softmax, (0, 0, None))(step_keys[:, 1],
+                                                            logits_BlV * (1 + ratio), tau)
+            soft_BlC = jnp.einsum("blv,vc->blc", w_BlV, codebook_VC)
+            h_BlC = soft_BlC if forced is None else jnp.where(forced[1][si][..., None],
+                                                              h_BlC, soft_BlC)
+        f_hat, next_BlCv = vae.apply(qp, si, f_hat, h_BlC, method=VQVAE.next_scale_input)
+        idx_list.append(idx_Bl)
+        if opts.progress:
+            jax.debug.callback(functools.partial(_report_scale, si, K, pn), idx_Bl[0, 0])
+        if si + 1 < K:
+            x_BlC = jnp.repeat(model.apply(vp, si + 1, next_BlCv, method=VAR.embed_scale), 2, 0)
+    return f_hat, jnp.concatenate(idx_list, axis=1)
+
+
+def _report_scale(si: int, num_scales: int, pn: int, _token) -> None:
+    print(f"  scale {si + 1}/{num_scales} ({pn}x{pn}) done", flush=True)
+
+
+def decode_to_unit(vae_params, vae_cfg: VQVAEConfig, f_hat_BhwC):
+    """Decode f_hat to images in [0, 1] (the decoder output is clamped to [-1, 1])."""
+    from var_jax.vqvae import VQVAE
+    imgs = VQVAE(vae_cfg).apply({"params": vae_params}, f_hat_BhwC, method=VQVAE.decode_fhat)
+    return (imgs.astype(jnp.float32) + 1.0) * 0.5
+
+
+def _sample_program(var_params, vae_params, labels_B, keys_B, cfg_scale, *, var_cfg, vae_cfg,
+                    opts):
+    f_hat, idx_BL = generate_fhat(var_params, vae_params, var_cfg, vae_cfg, labels_B, keys_B,
+                                  cfg_scale, opts)
+    return decode_to_unit(vae_params, vae_cfg, f_hat), idx_BL
+
+
+# ---------------------------------------------------------------------------- batch sharding
+def batch_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over the local devices, axis 'batch'."""
+    devices = jax.local_devices()
+    return jax.make_mesh((len(devices),), (BATCH_AXIS,),
+                         axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def compile_batched(program: Callable, num_batched_in: int, num_batched_out: int):
+    """jax.jit `program(var_params, vae_params, *batched, *replicated)` with the batch sharded.
+
+    The first two args (params) and any args after the batched ones are replicated.
+    """
+    mesh = batch_mesh()
+    rep, bat = NamedSharding(mesh, P()), NamedSharding(mesh, P(BATCH_AXIS))
+    return jax.jit(program, in_shardings=(rep, rep) + (bat,) * num_batched_in + (rep,),
+                   out_shardings=(bat,) * num_batched_out), mesh
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_sampler(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts: SamplerOptions):
+    program = functools.partial(_sample_program, var_cfg=var_cfg, vae_cfg=vae_cfg, opts=opts)
+    return compile_batched(program, num_batched_in=2, num_batched_out=2)
+
+
+def per_image_keys(rng, batch: int):
+    """One key per image: split(rng, B) for a single key, or the given (B,) keys as they are."""
+    if not isinstance(rng, jax.Array) or not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        raw = jnp.asarray(rng)
+        if raw.dtype != jnp.uint32 or raw.shape[-1:] != (2,):
+            raise ValueError(f"rng must be a jax.random.key, or raw uint32 key data of shape (2,) "
+                             f"or (B, 2); got dtype {raw.dtype} shape {raw.shape}.")
+        rng = jax.random.wrap_key_data(raw)
+    if rng.ndim == 0:
+        return jax.random.split(rng, batch)
+    if rng.shape != (batch,):
+        raise ValueError(f"rng holds keys of shape {rng.shape}; pass one key, or one per image "
+                         f"({batch},).")
+    return rng
+
+
+def pad_to_devices(n_devices: int, *arrays_B):
+    """Pad batched arrays (repeating the last item) so the batch divides the device count."""
+    B = arrays_B[0].shape[0]
+    pad = (-B) % n_devices
+    if pad == 0:
+        return arrays_B
+    return tuple(jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) for a in arrays_B)
+
+
+def check_options(cfg: float, top_k: int, top_p: float, vocab_size: int) -> None:
+    if not np.isfinite(cfg):
+        raise ValueError(f"cfg={cfg} must be a finite number (1.5 is the paper's FID setting).")
+    if int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top_k={top_k} must be an int >= 0 (0 disables it; V={vocab_size}).")
+    if not 0.0 <= top_p < 1.0:
+        raise ValueError(f"top_p={top_p} must be in [0, 1) (0 disables it).")
+
+
+def sample(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, labels, rng,
+           cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, more_smooth: bool = False,
+           return_indices: bool = False, progress: bool = False):
+    """Sample images of the given classes; returns imgs (B, H, W, 3) float32 in [0, 1]
+    [, idx (B, L) int32, all scales coarse to fine].
+
+    rng: a key (split into one per image) or B keys; image b depends only on its own key and
+    label. cfg: classifier-free guidance (t = cfg*k/(K-1) at scale k). top_k / top_p: 0 disables.
+    more_smooth: gumbel-softmax codes (visual quality, not for FID). progress: print a line per
+    scale. The program is compiled once per (configs, batch, top_k, top_p, more_smooth, progress);
+    cfg is a runtime value. With several local devices the batch is sharded over them.
+    """
+    var_cfg.check_compatible(vae_cfg)
+    labels_B = var_cfg.check_labels(labels)
+    if labels_B.size == 0:
+        raise ValueError("labels is empty; give at least one class id.")
+    check_options(cfg, top_k, top_p, var_cfg.vocab_size)
+    keys_B = per_image_keys(rng, labels_B.shape[0])
+    opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth), bool(progress))
+    fn, mesh = _compiled_sampler(var_cfg, vae_cfg, opts)
+    rep = NamedSharding(mesh, P())
+    var_params, vae_params = jax.device_put((var_params, vae_params), rep)
+    B = labels_B.shape[0]
+    labels_p, keys_p = pad_to_devices(mesh.size, jnp.asarray(labels_B), keys_B)
+    imgs, idx = fn(var_params, vae_params, labels_p, keys_p, jnp.float32(cfg))
+    imgs, idx = imgs[:B], idx[:B]
+    return (imgs, idx) if return_indices else imgs
