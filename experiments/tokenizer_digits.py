@@ -1,0 +1,37 @@
+"""Tokenizer for the digits demo: the small VQ-VAE of experiments/tiny_cpu.py, trained on CPU in minutes.
+
+  var-jax train-tokenizer --config experiments/tokenizer_digits.py --workdir /tmp/tok_digits
+  var-jax train --config experiments/tiny_cpu.py --workdir /tmp/var_digits \
+      --set tokenizer=/tmp/tok_digits/tokenizer
+
+Data: scikit-learn's 8x8 digits upscaled to 32x32 (1197 "train" images; eval on "clf_test").
+Model: exactly tiny_cpu.py's tokenizer (256 codes of width 16, scales 1,2,3,4,6,8), so the export
+plugs into it. Losses: L1 + L2 + VQ; no GAN and no perceptual loss (digits need neither).
+Dead codes (unused by every scale for 50 steps) are re-initialised every 25 steps.
+Expected on 2 shared CPU cores: RESULT
+"""
+import os
+
+from var_jax.sharding import MeshConfig
+from var_jax.train.experiment import load_experiment
+from var_jax.train.input import DataConfig
+from var_jax.train.loop import LoopConfig
+from var_jax.train.optimizer import OptimConfig
+from var_jax.train.tokenizer_config import (CodebookConfig, TokenizerLossConfig,
+                                            TokenizerTrainConfig)
+
+
+def get_config():
+    tokenizer = load_experiment(os.path.join(os.path.dirname(__file__), "tiny_cpu.py")).vae
+    return TokenizerTrainConfig(
+        vqvae=tokenizer,
+        loop=LoopConfig(global_batch=32, total_steps=300, log_every=25, checkpoint_every=100,
+                        eval_every=100, eval_batches=4, tensorboard=False),
+        data=DataConfig(source="digits", image_size=tokenizer.image_size, eval_split="clf_test",
+                        prefetch=1),
+        mesh=MeshConfig(data=-1),
+        optim=OptimConfig(base_lr=0.008, b1=0.9, b2=0.99, weight_decay=0.0, warmup_steps=10,
+                          schedule="cos", wpe=0.1, grad_clip=1.0, no_decay_keys=("embedding",)),
+        loss=TokenizerLossConfig(l1_weight=1.0, l2_weight=1.0, vq_weight=1.0),
+        codebook=CodebookConfig(dead_window=50, check_every=25),
+    )
