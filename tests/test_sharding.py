@@ -58,24 +58,25 @@ def eight_device_results() -> dict:
     return run_with_8_devices(__file__)
 
 
-def test_sharded_train_step_matches_one_device_and_params_are_sharded():
+def test_sharded_var_train_step_matches_one_device_and_params_are_sharded():
     r = eight_device_results()["train_step"]
     assert r["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
     assert r["loss_err"] < 1e-5 and r["param_err"] < 1e-5 and r["opt_err"] < 1e-5, r
-    assert r["kernel_spec"] == ["fsdp", "tensor"], r        # ("embed", "mlp")
-    assert r["kernel_shard_shape"] == [4, 32], r            # (16, 32) split 4 ways on dim 0
-    assert r["mu_spec"] == r["kernel_spec"] and r["count_spec"] == [], r
-    assert r["fallback_spec"] == [None, "fsdp"], r          # (3, 8): largest divisible dim
-    assert r["odd_spec"] == [None], r                       # (5,): nothing divides -> replicated
+    assert r["fc1_spec"] == ["fsdp", "tensor"], r            # ("embed", "mlp")
+    assert r["fc1_shard_shape"] == [8, 128], r                 # (32, 128): 4-way on embed
+    assert r["mu_spec"] == r["fc1_spec"] and r["count_spec"] == [], r
+    assert r["codebook_spec"] == ["fsdp", None], r           # frozen VQ-VAE, no names: fallback
     assert r["batch_spec"] == [["data", "fsdp"]], r
+    assert r["fallback_3x8"] == [None, "fsdp"] and r["fallback_5"] == [None], r
 
 
 def test_transformer_params_follow_the_rules_on_a_2x2x2_mesh():
     r = eight_device_results()["var_params"]
     assert r["head_kernel"] == ["fsdp", "tensor"], r        # ("embed", "vocab")
-    assert r["class_emb"] == [None, "fsdp"], r              # ("classes", "embed")
+    assert r["mat_qkv"] == ["fsdp", "tensor"], r            # ("embed", "qkv")
+    assert r["class_emb"] == [None, "fsdp"], r              # ("classes", "embed"): 5 rows
     assert r["pos_1LC"] == [None, None, "fsdp"], r          # (None, "seq", "embed")
-    assert r["unsharded_dims_divisible"], r
+    assert r["sharded_dims_divisible"], r
 
 
 # ------------------------------------------------------------------------ subprocess side
@@ -84,20 +85,35 @@ def _spec(x):
         [None] * (x.ndim - len(x.sharding.spec))
 
 
-def _case_train_step() -> dict:
-    from train_helpers import ArrayStream, ToyConfig, ToyTask
-    from var_jax.train import loop as loop_lib
-    from var_jax.train.loop import LoopConfig
+def _fallback_spec(shape, mesh):
+    spec = sharding.fallback_sharding(shape, mesh).spec
+    return list(spec) + [None] * (len(shape) - len(spec))
 
-    cfg = ToyConfig(loop=LoopConfig(global_batch=16, total_steps=10), input_noise=0.1)
-    task = ToyTask(cfg)
-    batch_np = next(ArrayStream(16))
+
+def _case_train_step() -> dict:
+    """Two VAR train steps (pre-tokenized batch, class dropout and drop-path on) on one device
+    and on a 2x4 data x fsdp mesh."""
+    from train_helpers import TINY_VAR, tiny_var_config
+    from var_jax.train import loop as loop_lib
+    from var_jax.train.var_task import VARTask
+
+    cfg = tiny_var_config(global_batch=16, total_steps=50)
+    task = VARTask(cfg)
+    rng = np.random.default_rng(0)
+    batch_np = {"idx": rng.integers(0, TINY_VAR.vocab_size, (16, TINY_VAR.seq_len), np.int32),
+                "label": rng.integers(0, TINY_VAR.num_classes, 16).astype(np.int32)}
+    meshes = {"one": sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1]),
+              "many": sharding.make_mesh(sharding.MeshConfig(2, -1, 1))}
+    with sharding.activate(meshes["many"]):   # created sharded; copied whole onto one device
+        start, _, _, _ = loop_lib.create_state(task, cfg.loop, meshes["many"], jax.random.key(3))
+    start = jax.device_get(start)
     results = {}
-    for name, mesh_cfg, devices in (("one", sharding.MeshConfig(1, 1, 1), jax.devices()[:1]),
-                                    ("many", sharding.MeshConfig(2, -1, 1), jax.devices())):
-        mesh = sharding.make_mesh(mesh_cfg, devices)
+    for name, mesh in meshes.items():
         with sharding.activate(mesh):
-            state, shardings, _, _ = loop_lib.create_state(task, cfg.loop, mesh, jax.random.key(3))
+            shardings = loop_lib.state_initializer(task, cfg.loop, mesh)[2]
+            state = jax.tree.unflatten(jax.tree.structure(shardings), [   # its own optimizer
+                jax.device_put(x, s) for x, s in zip(jax.tree.leaves(start),
+                                                     jax.tree.leaves(shardings))])
             update = loop_lib.compile_train_step(task, shardings, mesh)
             batch = sharding.global_batch(batch_np, mesh)
             for _ in range(2):
@@ -107,41 +123,39 @@ def _case_train_step() -> dict:
     err = lambda a, b: max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))  # noqa: E731
                            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     state, mesh = many[0], many[2]
-    fallback = sharding.fallback_sharding((3, 8), mesh)
-    odd = sharding.fallback_sharding((5,), mesh)
-    kernel = state.params["Dense_0"]["kernel"]
+    fc1 = state.params["blocks_0"]["ffn"]["fc1"]["kernel"]
+    adam = state.opt_state[1][0]
     return {
         "mesh": dict(mesh.shape), "loss_err": err(one[1]["loss"], many[1]["loss"]),
         "param_err": err(one[0].params, many[0].params),
         "opt_err": err(one[0].opt_state, many[0].opt_state),
-        "kernel_spec": _spec(kernel),
-        "kernel_shard_shape": list(kernel.addressable_shards[0].data.shape),
-        "mu_spec": _spec(state.opt_state[1][0].mu["Dense_0"]["kernel"]),
-        "count_spec": [a for a in state.opt_state[1][0].count.sharding.spec],
-        "fallback_spec": list(fallback.spec) + [None] * (2 - len(fallback.spec)),
-        "odd_spec": list(odd.spec) + [None] * (1 - len(odd.spec)),
-        "batch_spec": _spec(many[3]["x"])[:1],
+        "fc1_spec": _spec(fc1), "fc1_shard_shape": list(fc1.addressable_shards[0].data.shape),
+        "mu_spec": _spec(adam.mu["blocks_0"]["ffn"]["fc1"]["kernel"]),
+        "count_spec": list(adam.count.sharding.spec),
+        "codebook_spec": _spec(state.frozen["quantize"]["embedding"]),
+        "batch_spec": _spec(many[3]["idx"])[:1],
+        "fallback_3x8": _fallback_spec((3, 8), mesh), "fallback_5": _fallback_spec((5,), mesh),
     }
 
 
 def _case_var_params() -> dict:
-    from var_jax.configs import VARConfig
+    """Shardings of the transformer's params with a tensor axis (abstract: nothing allocated)."""
+    from train_helpers import TINY_VAR
     from var_jax.var import init_var_params, var_param_logical_axes
 
-    cfg = VARConfig(depth=2, embed_dim=64, num_heads=2, num_classes=10, patch_nums=(1, 2, 3),
-                    vocab_size=64, vae_channels=8)
     mesh = sharding.make_mesh(sharding.MeshConfig(2, 2, 2))
-    abstract = jax.eval_shape(init_var_params, cfg, jax.random.key(0))
-    shardings = sharding.param_shardings(abstract, mesh, logical_axes=var_param_logical_axes(cfg))
-    params = jax.jit(init_var_params, static_argnums=0, out_shardings=shardings)(
-        cfg, jax.random.key(0))
-    ok = all(x.shape[i] % int(np.prod([mesh.shape[a] for a in (ax if isinstance(ax, tuple)
-                                                                     else (ax,))])) == 0
-             for x in jax.tree.leaves(params)
-             for i, ax in enumerate(x.sharding.spec) if ax is not None)
-    return {"head_kernel": _spec(params["head"]["kernel"]),
-            "class_emb": _spec(params["class_emb"]["embedding"]),
-            "pos_1LC": _spec(params["pos_1LC"]), "unsharded_dims_divisible": ok}
+    abstract = jax.eval_shape(init_var_params, TINY_VAR, jax.random.key(0))
+    shardings = sharding.param_shardings(abstract, mesh,
+                                         logical_axes=var_param_logical_axes(TINY_VAR))
+    specs = jax.tree.map(lambda x, s: list(s.spec) + [None] * (x.ndim - len(s.spec)),
+                         abstract, shardings)
+    ok = all(x.shape[i] % np.prod([mesh.shape[a] for a in (ax if isinstance(ax, tuple) else (ax,))])
+             == 0 for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings))
+             for i, ax in enumerate(s.spec) if ax is not None)
+    return {"head_kernel": specs["head"]["kernel"],
+            "mat_qkv": specs["blocks_0"]["attn"]["mat_qkv"]["kernel"],
+            "class_emb": specs["class_emb"]["embedding"], "pos_1LC": specs["pos_1LC"],
+            "sharded_dims_divisible": bool(ok)}
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ import time
 
 import numpy as np
 
+from train_helpers import FAST_COMPILE
+
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_helpers.py")
 TIMING = ("examples_per_s", "step_time_s", "mfu")
 
 
 def _start(workdir, total_steps: int, delay: float) -> subprocess.Popen:
     root = os.path.dirname(os.path.dirname(os.path.dirname(HELPERS)))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root, "XLA_FLAGS": FAST_COMPILE}
     return subprocess.Popen([sys.executable, HELPERS, str(workdir), str(total_steps), str(delay)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -12,12 +12,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from var_jax.configs import VARConfig, VQVAEConfig
 from var_jax.sharding import MeshConfig
 from var_jax.train.accumulate import value_and_grad_accumulated
+from var_jax.train.input import DataConfig
 from var_jax.train.loop import LoopConfig, Task
 from var_jax.train.optimizer import OptimConfig, make_optimizer
 
 DIM, HIDDEN, CLASSES = 16, 32, 8
+
+# The smallest real VAR + tokenizer pair: 3 scales (14 tokens), 32 codes, a 1-level VQ-VAE.
+TINY_PATCH_NUMS = (1, 2, 3)
+TINY_VAE = VQVAEConfig(vocab_size=32, z_channels=8, ch=8, ch_mult=(1,), num_res_blocks=1,
+                       patch_nums=TINY_PATCH_NUMS, image_size=3, norm_groups=4, using_sa=False,
+                       using_mid_sa=False)
+TINY_VAR = VARConfig(depth=1, embed_dim=32, num_heads=2, num_classes=4,
+                     patch_nums=TINY_PATCH_NUMS, vocab_size=32, vae_channels=8,
+                     drop_path_rate=0.1)
+
+
+def tiny_var_config(**loop):
+    """A VARTrainConfig of the tiny pair (random frozen tokenizer; data is not read)."""
+    from var_jax.train.var_task import VARTrainConfig
+    return VARTrainConfig(
+        var=TINY_VAR, vae=TINY_VAE,
+        loop=LoopConfig(**{"global_batch": 8, "total_steps": 200, **loop}),
+        optim=OptimConfig(base_lr=0.1, warmup_steps=10, wpe=0.1),
+        data=DataConfig(source="digits", image_size=TINY_VAE.image_size))
 _lp = nn.with_logical_partitioning
 
 
@@ -117,11 +138,15 @@ def toy_streams(poison_at: int = -1):
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Tests compile more than they compute: unoptimised CPU code halves their compile time.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
 def run_with_8_devices(script: str, *args: str, timeout: int = 300) -> dict:
     """Run `script` with 8 fake CPU devices (XLA_FLAGS set before JAX starts); returns the JSON
     object it prints on its last line."""
     path = os.pathsep.join([os.path.join(TESTS, "train"), os.path.dirname(TESTS)])
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": path}
     out = subprocess.run([sys.executable, script, *args], env=env, capture_output=True,
                          text=True, timeout=timeout)

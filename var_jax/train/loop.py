@@ -135,23 +135,27 @@ def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None):
 
     Resumes from the latest checkpoint of `ckpt` when there is one (arrays read straight into
     this mesh's shardings); otherwise every array is created on its devices, already sharded.
-    `frozen` is always rebuilt: `task.load_frozen`, else `task.init_frozen`.
+    `frozen` is never restored: it comes from `task.load_frozen`, else `task.init_frozen`.
     """
     init_fn, abstract, shardings = state_initializer(task, loop, mesh)
+    frozen = task.load_frozen(shardings.frozen)   # None: initialise it with the rest
     start = ckpt.latest_step() if ckpt is not None else None
     data_state = None
     if start is None:
         start = 0
-        state = jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=shardings)(key)
+        if frozen is None:
+            state = jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=shardings)(key)
+        else:   # the unused random `frozen` is pruned from the compiled init
+            state = jax.jit(lambda k: nn.unbox(init_fn(k)).replace(frozen=None),
+                            out_shardings=shardings.replace(frozen=None))(key)
+            state = state.replace(frozen=frozen)
     else:
         restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step=start)
-        frozen = jax.jit(lambda k: nn.unbox(init_fn(k).frozen),
-                         out_shardings=shardings.frozen)(key)
-        state = abstract.replace(frozen=frozen).with_checkpointed(restored)
+        if frozen is None:
+            frozen = jax.jit(lambda k: nn.unbox(init_fn(k).frozen),
+                             out_shardings=shardings.frozen)(key)
+        state = abstract.with_checkpointed(restored).replace(frozen=frozen)
         log.info("resumed from step %d of %s", start, ckpt.directory)
-    loaded = task.load_frozen(shardings.frozen)
-    if loaded is not None:
-        state = state.replace(frozen=loaded)
     return state, shardings, data_state, start
 
 

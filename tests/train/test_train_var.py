@@ -1,0 +1,108 @@
+"""The VAR training task: FLOPs, loss pieces, tokenization paths, and a real run that learns."""
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from train_helpers import TINY_VAE, TINY_VAR, tiny_var_config
+from var_jax import sharding
+from var_jax.configs import VARConfig
+from var_jax.train import loop as loop_lib
+from var_jax.train.input import DataConfig
+from var_jax.train.var_task import VARTask, cross_entropy, progressive_scale, var_train_flops
+
+@pytest.mark.parametrize("preset, tflops", [(VARConfig.d16, 0.93), (VARConfig.d30, 5.77)])
+def test_training_flops_match_the_published_per_image_figures(preset, tflops):
+    assert var_train_flops(preset()) / 1e12 == pytest.approx(tflops, rel=0.01)
+
+
+def test_label_smoothed_cross_entropy_is_torch_s():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(2, 5, 7)), jnp.float32)
+    target = jnp.asarray(rng.integers(0, 7, (2, 5)), jnp.int32)
+    ce, nll = cross_entropy(logits, target, 0.1)
+    want = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(target, 7), 0.1))
+    chex.assert_trees_all_close(ce, want, rtol=1e-5)
+    chex.assert_trees_all_close(nll, optax.softmax_cross_entropy_with_integer_labels(logits,
+                                                                                    target),
+                                rtol=1e-5)
+
+
+def test_progressive_scale_schedule():
+    at = lambda step: int(progressive_scale(step, total_steps=1000, warmup_steps=100,  # noqa
+                                            fraction=0.5, first_scale=4, num_scales=10))
+    assert [at(0), at(100), at(300), at(500), at(900)] == [4, 4, 6, 9, 9]
+    assert int(progressive_scale(0, 1000, 100, 0.0, 4, 10)) == 9   # off: every scale
+
+
+def test_bad_pairing_of_configs_is_refused():
+    with pytest.raises(ValueError, match="disagree"):
+        dataclasses.replace(tiny_var_config(), vae=dataclasses.replace(TINY_VAE, vocab_size=16))
+    with pytest.raises(ValueError, match="data.image_size=32 differs"):
+        dataclasses.replace(tiny_var_config(), data=DataConfig(source="digits", image_size=32))
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    """(task, fresh state, mesh, shardings) of the tiny config on one device; built once."""
+    cfg = tiny_var_config(total_steps=150)
+    mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
+    task = VARTask(cfg)
+    with sharding.activate(mesh):
+        state, shardings, _, _ = loop_lib.create_state(task, cfg.loop, mesh, jax.random.key(0))
+    return task, state, mesh, shardings
+
+
+def test_images_and_pre_tokenized_batches_give_the_same_loss(tiny_run):
+    task, state, _, _ = tiny_run
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.uniform(-1, 1, (4, 3, 3, 3)), jnp.float32)
+    labels = jnp.asarray([0, 1, 2, 3], jnp.int32)
+
+    @jax.jit
+    def losses(params, frozen, key):
+        idx_BL, _ = task.tokens(frozen, {"image": images})
+        pairs = jnp.array([0, 1, 0, 1])
+        return idx_BL, {
+            "images": task.loss(params, frozen, {"image": images, "label": labels}, key),
+            "tokens": task.loss(params, frozen, {"idx": idx_BL, "label": labels}, key),
+            "masked": task.loss(params, frozen, {"idx": idx_BL, "label": labels,
+                                                 "mask": jnp.array([1, 1, 0, 0], bool)}, None),
+            "pairs": task.loss(params, frozen, {"idx": idx_BL[pairs], "label": labels[pairs],
+                                                "mask": jnp.ones(4, bool)}, None)}
+
+    idx_BL, out = losses(state.params, state.frozen, jax.random.key(5))
+    assert idx_BL.shape == (4, TINY_VAR.seq_len) and idx_BL.dtype == jnp.int32
+    chex.assert_trees_all_close(out["images"], out["tokens"], rtol=1e-6)
+    chex.assert_trees_all_close(out["masked"], out["pairs"], rtol=1e-6)
+    value, metrics = out["tokens"]         # paper init: near-uniform logits
+    assert abs(float(value) - np.log(TINY_VAR.vocab_size)) < 0.05, float(value)
+    assert float(metrics["loss_mean"]) == pytest.approx(float(value), rel=1e-6)
+
+
+def test_a_few_hundred_steps_learn_the_class_to_token_map(tiny_run):
+    """A real run: tokens are a fixed function of the class, so the loss can fall far below
+    ln(V); the step also reports grad norm and lr."""
+    task, state, mesh, shardings = tiny_run
+    rng = np.random.default_rng(1)
+    table = rng.integers(0, TINY_VAR.vocab_size, (TINY_VAR.num_classes, TINY_VAR.seq_len))
+    with sharding.activate(mesh):
+        update = loop_lib.compile_train_step(task, shardings, mesh)
+        state = jax.tree.map(jnp.copy, state)    # the update donates its input
+        losses = []
+        for step in range(task.config.loop.total_steps):
+            labels = rng.integers(0, TINY_VAR.num_classes, 8).astype(np.int32)
+            batch = sharding.global_batch({"idx": table[labels].astype(np.int32),
+                                           "label": labels}, mesh)
+            state, metrics = update(state, batch)
+            losses.append(metrics["loss"])
+    losses = np.asarray(jax.device_get(losses))
+    first, last = losses[:10].mean(), losses[-10:].mean()
+    print(f"VAR tiny: loss {first:.3f} -> {last:.3f} over {len(losses)} steps")
+    assert first > 3.0 and last < 0.5 * first, (first, last)
+    assert float(metrics["grad_norm"]) > 0 and float(metrics["lr"]) > 0
+    assert 0.0 <= float(metrics["acc_tail"]) <= 1.0
