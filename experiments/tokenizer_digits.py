@@ -7,7 +7,8 @@
 Data: scikit-learn's 8x8 digits upscaled to 32x32 (1197 "train" images; eval on "clf_test").
 Model: exactly tiny_cpu.py's tokenizer (256 codes of width 16, scales 1,2,3,4,6,8), so the export
 plugs into it. Losses: L1 + L2 + VQ; no GAN and no perceptual loss (digits need neither).
-Dead codes (unused by every scale for 50 steps) are re-initialised every 25 steps.
+Every 25 steps, codes no scale used for 50 steps, and codes a scale lacks when it used fewer
+than half its possible codes in that window (the 1x1..3x3 scales), are re-initialised.
 Expected on 2 shared CPU cores: RESULT
 """
 import os
@@ -33,5 +34,5 @@ def get_config():
         optim=OptimConfig(base_lr=0.008, b1=0.9, b2=0.99, weight_decay=0.0, warmup_steps=10,
                           schedule="cos", wpe=0.1, grad_clip=1.0, no_decay_keys=("embedding",)),
         loss=TokenizerLossConfig(l1_weight=1.0, l2_weight=1.0, vq_weight=1.0),
-        codebook=CodebookConfig(dead_window=50, check_every=25),
+        codebook=CodebookConfig(dead_window=50, check_every=25, min_usage=0.5),
     )

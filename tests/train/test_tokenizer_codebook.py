@@ -1,4 +1,4 @@
-"""Codebook health: usage/perplexity, dead-code bookkeeping, and re-initialisation of exactly the dead codes."""
+"""Codebook health: usage/perplexity, per-scale bookkeeping, and which codes get re-initialised with what."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -16,14 +16,44 @@ def test_usage_and_perplexity():
     np.testing.assert_allclose(cb.perplexity_per_scale(jnp.zeros((1, 4), jnp.int32)), [1.0])
 
 
-def test_last_hit_and_dead_window():
-    last = jnp.array([0, 5, 9, 2], jnp.int32)
+def test_last_hit_dead_and_live():
+    last = jnp.array([[0, 5, 9, 2], [1, 1, 1, 1]], jnp.int32)
     hist = jnp.array([[0, 0, 0, 3], [1, 0, 0, 0]])
     step = jnp.array(10)
     new = cb.update_last_hit(last, hist, step)
-    np.testing.assert_array_equal(new, [10, 5, 9, 10])
+    np.testing.assert_array_equal(new, [[0, 5, 9, 10], [10, 1, 1, 1]])
     np.testing.assert_array_equal(cb.dead_codes(new, step, window=5), [False, True, False, False])
-    np.testing.assert_array_equal(cb.dead_codes(new, step, window=6), [False, False, False, False])
+    np.testing.assert_array_equal(cb.live_codes_per_scale(new, step, window=5), [2, 1])
+
+
+def test_min_codes_per_scale():
+    cfg = VQVAEConfig(vocab_size=64, z_channels=4, ch=32, ch_mult=(1, 2), patch_nums=(1, 2, 4),
+                      image_size=8)
+    assert cb.min_codes_per_scale(cfg, 16, 0.5) == (8, 32, 32)
+    assert cb.min_codes_per_scale(cfg, 16, 0.0) == (0, 0, 0)
+
+
+def test_plan_takes_exactly_the_dead_codes_when_no_scale_starves():
+    step = jnp.int32(100)
+    last = jnp.full((3, 32), 95, jnp.int32).at[:, jnp.array([2, 9, 30])].set(10)
+    plan = np.asarray(cb.plan_reinit(last, step, 50, (0, 0, 0), jax.random.key(0)))
+    np.testing.assert_array_equal(np.flatnonzero(plan != cb.KEEP), [2, 9, 30])
+    assert set(plan[[2, 9, 30]]) <= {0, 1, 2}
+
+
+def test_plan_gives_a_starving_scale_its_deficit_of_least_recently_used_codes():
+    step, V = jnp.int32(100), 32
+    recency = jnp.arange(60, 60 + V, dtype=jnp.int32)      # code v last used at step 60 + v
+    last = jnp.stack([jnp.full((V,), -1000, jnp.int32).at[5].set(99),   # scale 0 uses 1 code
+                      recency, recency])
+    plan = np.asarray(cb.plan_reinit(last, step, 50, (4, 0, 0), jax.random.key(0)))
+    # live codes of scale 0: 1, floor 4 -> the 3 least recently used codes (0, 1, 2) go to it
+    np.testing.assert_array_equal(np.flatnonzero(plan != cb.KEEP), [0, 1, 2])
+    np.testing.assert_array_equal(plan[[0, 1, 2]], 0)
+    marked = np.asarray(cb.mark_reinit(last, jnp.asarray(plan), step))
+    np.testing.assert_array_equal(cb.live_codes_per_scale(jnp.asarray(marked), step, 50)[0], 4)
+    assert (marked[1:, :3] < -10**8).all()                   # no longer counted for scales 1, 2
+    np.testing.assert_array_equal(marked[:, 3:], np.asarray(last)[:, 3:])
 
 
 def test_scale_queries_are_the_residuals_each_scale_quantizes():
@@ -39,25 +69,25 @@ def test_scale_queries_are_the_residuals_each_scale_quantizes():
     np.testing.assert_allclose(q[2], (f - fh1).reshape(-1, 4), atol=1e-6)
 
 
-def test_reinit_replaces_exactly_the_dead_codes():
+def test_reinit_replaces_exactly_the_planned_rows_from_the_planned_scale():
     V, C = 64, 8
     codebook = jax.random.normal(jax.random.key(1), (V, C))
-    dead = jnp.zeros(V, bool).at[jnp.array([0, 7, 8, 40, 63])].set(True)
-    # per-scale pools with recognisable values: scale s holds vectors 100*(s+1) + row
+    plan = jnp.full((V,), cb.KEEP, jnp.int32).at[jnp.array([0, 7, 8, 40, 63])].set(
+        jnp.array([0, 1, 2, 2, 0]))
+    # scale s holds vectors 100*(s+1) + row
     queries = [jnp.tile((100.0 * (s + 1) + jnp.arange(n))[:, None], (1, C))
                for s, n in enumerate((2, 8, 32))]
-    new = cb.reinit_dead_codes(codebook, dead, queries, jax.random.key(2))
-    new, codebook, dead = map(np.asarray, (new, codebook, dead))
-    np.testing.assert_array_equal(new[~dead], codebook[~dead])       # live rows bit-identical
-    pool = np.concatenate([np.asarray(q) for q in queries])
-    for v in np.flatnonzero(dead):
-        assert (pool == new[v]).all(axis=1).any(), (v, new[v])     # a real latent vector
-    assert not np.isclose(new[dead], codebook[dead]).all(axis=1).any()
+    new = np.asarray(cb.reinit_codes(codebook, plan, queries, jax.random.key(2)))
+    keep = np.asarray(plan) == cb.KEEP
+    np.testing.assert_array_equal(new[keep], np.asarray(codebook)[keep])   # bit-identical
+    for v in np.flatnonzero(~keep):
+        s = int(plan[v])
+        assert (np.asarray(queries[s]) == new[v]).all(axis=1).any(), (v, s, new[v])
 
 
-def test_reinit_draws_scales_evenly():
+def test_dead_codes_draw_scales_evenly():
     V = 3000
-    queries = [jnp.full((1, 2), 1.0), jnp.full((100, 2), 2.0), jnp.full((1000, 2), 3.0)]
-    new = cb.reinit_dead_codes(jnp.zeros((V, 2)), jnp.ones(V, bool), queries, jax.random.key(0))
-    frac = np.bincount(np.asarray(new[:, 0]).astype(int), minlength=4)[1:] / V
+    last = jnp.zeros((3, V), jnp.int32)
+    plan = cb.plan_reinit(last, jnp.int32(100), 50, (0, 0, 0), jax.random.key(0))
+    frac = np.bincount(np.asarray(plan), minlength=3) / V
     np.testing.assert_allclose(frac, [1 / 3] * 3, atol=0.04)

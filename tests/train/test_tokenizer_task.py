@@ -96,11 +96,12 @@ def dead_code_runs():
     without the check; everything else identical."""
     out = {}
     for check in (1, 0):
-        task = make_task(codebook=CodebookConfig(dead_window=50, check_every=check))
+        task = make_task(codebook=CodebookConfig(dead_window=50, check_every=check,
+                                                 min_usage=0.0))
         state = make_state(task)
         stale = jnp.zeros(VQ.vocab_size, bool).at[3::4].set(True)
-        state = state.replace(step=jnp.int32(100),
-                              extra={"last_hit": jnp.where(stale, 0, 99).astype(jnp.int32)})
+        last_hit = jnp.broadcast_to(jnp.where(stale, 0, 99), (VQ.num_scales, VQ.vocab_size))
+        state = state.replace(step=jnp.int32(100), extra={"last_hit": last_hit.astype(jnp.int32)})
         new, metrics = jax.jit(task.train_step)(state, {"image": images()}, jax.random.key(5))
         out[check] = (task, state, new, metrics)
     return out
@@ -110,7 +111,7 @@ def test_dead_code_reset_replaces_exactly_the_dead_codes(dead_code_runs):
     task, before, with_reset, m = dead_code_runs[1]
     _, _, without, m_off = dead_code_runs[0]
     book = lambda s: np.asarray(s.params["vqvae"][CODEBOOK_PATH[0]][CODEBOOK_PATH[1]])  # noqa
-    hit = np.asarray(without.extra["last_hit"]) == 100      # used by this batch
+    hit = (np.asarray(without.extra["last_hit"]) == 100).any(axis=0)   # used by this batch
     stale = np.zeros(VQ.vocab_size, bool)
     stale[3::4] = True
     dead = stale & ~hit
@@ -124,5 +125,5 @@ def test_dead_code_reset_replaces_exactly_the_dead_codes(dead_code_runs):
         without.params["vqvae"], images())))
     for v in np.flatnonzero(dead):
         assert np.min(np.abs(queries - book(with_reset)[v]).max(axis=1)) < 1e-5, v
-    np.testing.assert_array_equal(np.asarray(with_reset.extra["last_hit"])[dead], 100)
+    np.testing.assert_array_equal(np.asarray(with_reset.extra["last_hit"]).max(0)[dead], 100)
     assert int(m["dead_codes"]) == 0 and int(m_off["dead_codes"]) == dead.sum()

@@ -57,16 +57,22 @@ class TokenizerLossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CodebookConfig:
-    """Dead-code re-initialisation: a code unused by every scale for `dead_window` steps gets a
-    current latent vector, checked every `check_every` steps (0: never)."""
+    """Codebook upkeep, checked every `check_every` steps (0: never): codes no scale chose for
+    `dead_window` steps, and the codes a scale lacks when it chose fewer than
+    ceil(min_usage * min(V, batch * pn**2)) codes in that window, get current latent vectors
+    (see var_jax.train.tokenizer_codebook)."""
 
     dead_window: int = 200
     check_every: int = 50
+    min_usage: float = 0.5
 
     def __post_init__(self):
         if self.dead_window < 1 or self.check_every < 0:
             raise ValueError(f"CodebookConfig: dead_window={self.dead_window} must be >= 1 and "
                              f"check_every={self.check_every} >= 0 (0 disables re-init).")
+        if not 0.0 <= self.min_usage <= 1.0:
+            raise ValueError(f"CodebookConfig.min_usage={self.min_usage} must be in [0, 1] "
+                             "(0: re-initialise dead codes only).")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,8 +41,8 @@ def _masked_mean(x_B, mask_B):
 
 class TokenizerTask(Task):
     """`Task` for the shared loop: params = {"vqvae": ..., "disc": ... (with a GAN)},
-    frozen = the LPIPS network (with a perceptual loss), extra = {"last_hit": (V,) int32}, the
-    last step at which each code was used by any scale."""
+    frozen = the LPIPS network (with a perceptual loss), extra = {"last_hit": (K, V) int32}, the
+    last step at which scale k chose code v."""
 
     def __init__(self, config: TokenizerTrainConfig):
         from var_jax.vqvae import VQVAE
@@ -84,7 +84,8 @@ class TokenizerTask(Task):
                                      {"vqvae": "vqvae", "disc": "disc"})
 
     def init_extra(self):
-        return {"last_hit": jnp.zeros((self.config.vqvae.vocab_size,), jnp.int32)}
+        vq = self.config.vqvae
+        return {"last_hit": jnp.zeros((vq.num_scales, vq.vocab_size), jnp.int32)}
 
     def init_frozen(self, rng):
         if self.lpips is None:
@@ -189,34 +190,38 @@ class TokenizerTask(Task):
             return cb.scale_queries(f, fhat_list, module.cfg)
         return self.vqvae.apply({"params": sg(vqvae_params)}, imgs, method=queries)
 
-    def reinit_dead_codes(self, state, batch, last_hit_V, rng):
-        """Every `codebook.check_every` steps, re-initialise codes unused for `dead_window` steps
-        from this batch's latents (the first micro-batch); params and EMA rows alike.
-        Returns (state, last_hit_V, number of codes reset)."""
+    def reinit_codes(self, state, batch, last_hit_KV, rng):
+        """Every `codebook.check_every` steps, re-initialise dead codes and the codes starving
+        scales lack (see tokenizer_codebook) from this batch's latents (the first micro-batch),
+        in the params and the EMA alike. Returns (state, last_hit_KV, number of codes reset)."""
         book = self.config.codebook
-        step = state.step - 1          # the step these statistics belong to
-        dead_V = cb.dead_codes(last_hit_V, step, book.dead_window)
         if not book.check_every:
-            return state, last_hit_V, jnp.int32(0)
+            return state, last_hit_KV, jnp.int32(0)
+        step = state.step - 1          # the step these statistics belong to
         imgs = batch["image"]
+        min_codes = cb.min_codes_per_scale(self.config.vqvae, imgs.shape[0], book.min_usage)
+        plan_key, row_key = jax.random.split(rng)
+        plan_V = cb.plan_reinit(last_hit_KV, step, book.dead_window, min_codes, plan_key)
+        n_reset = jnp.sum(plan_V != cb.KEEP).astype(jnp.int32)
+        do = jnp.logical_and((step + 1) % book.check_every == 0, n_reset > 0)
         if self.config.loop.grad_accum > 1:
             imgs = split_micro_batches(imgs, self.config.loop.grad_accum)[0]
-        do = jnp.logical_and((step + 1) % book.check_every == 0, jnp.any(dead_V))
 
         def reset(operand):
             params, ema = operand
             queries = self.scale_queries(params["vqvae"], imgs)
-            fresh = cb.reinit_dead_codes(_get(params["vqvae"], CODEBOOK_PATH), dead_V, queries,
-                                         rng)
+            fresh = cb.reinit_codes(_get(params["vqvae"], CODEBOOK_PATH), plan_V, queries,
+                                    row_key)
             path = ("vqvae",) + CODEBOOK_PATH
             if ema is not None:
-                ema = _set(ema, path, jnp.where(dead_V[:, None], fresh, _get(ema, path)))
+                keep = (plan_V == cb.KEEP)[:, None]
+                ema = _set(ema, path, jnp.where(keep, _get(ema, path), fresh))
             return _set(params, path, fresh), ema
 
         params, ema = jax.lax.cond(do, reset, lambda o: o, (state.params, state.ema_params))
-        last_hit_V = jnp.where(do & dead_V, step, last_hit_V)
-        return (state.replace(params=params, ema_params=ema), last_hit_V,
-                jnp.where(do, jnp.sum(dead_V), 0).astype(jnp.int32))
+        last_hit_KV = jnp.where(do, cb.mark_reinit(last_hit_KV, plan_V, step), last_hit_KV)
+        return (state.replace(params=params, ema_params=ema), last_hit_KV,
+                jnp.where(do, n_reset, 0))
 
     # ---------------------------------------------------------------- steps
     def train_step(self, state, batch, rng):
@@ -230,11 +235,13 @@ class TokenizerTask(Task):
         hist_KV = aux.pop("hist_per_scale")
         last_hit = cb.update_last_hit(state.extra["last_hit"], hist_KV, state.step)
         new = state.apply_gradients(grads)
-        new, last_hit, n_reset = self.reinit_dead_codes(new, batch, last_hit, reset_key)
+        new, last_hit, n_reset = self.reinit_codes(new, batch, last_hit, reset_key)
+        window = cfg.codebook.dead_window
+        live_K = cb.live_codes_per_scale(last_hit, state.step, window)
         metrics = {**aux, **self._codebook_metrics(hist_KV),
-                   "dead_codes": jnp.sum(cb.dead_codes(last_hit, state.step,
-                                                       cfg.codebook.dead_window)),
-                   "codes_reset": n_reset, "grad_norm": optax.global_norm(grads["vqvae"]),
+                   **{f"live_s{k}": live_K[k] for k in range(live_K.shape[0])},
+                   "dead_codes": jnp.sum(cb.dead_codes(last_hit, state.step, window)),
+                   "codes_reset": n_reset, "grad_norm": optax.tree.norm(grads["vqvae"]),
                    "lr": self.lr(state.step)}
         return new.replace(extra={"last_hit": last_hit}), metrics
 
