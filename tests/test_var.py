@@ -11,8 +11,7 @@ import pytest
 
 from test_var_golden import golden_var
 from var_jax.configs import VARConfig
-from var_jax.var import (VAR, init_kv_cache, init_var_params, stack_blocks,
-                         var_param_logical_axes)
+from var_jax.var import VAR, init_kv_cache, init_var_params, var_param_logical_axes
 
 ALLOWED_AXES = {"embed", "mlp", "qkv", "ada", "vocab", "classes", "cvae", "seq", "heads", None}
 PRESETS = [VARConfig.d16, VARConfig.d20, VARConfig.d24, VARConfig.d30, VARConfig.d36]
@@ -52,7 +51,8 @@ def test_preset_shapes_without_memory(preset):
     assert ("shared_ada_lin" in params) == cfg.shared_aln
     # The block-sampling path: one scale with a full-length KV cache.
     caches = jax.eval_shape(lambda: init_kv_cache(cfg, 2 * B))
-    chex.assert_shape(caches.k, (cfg.depth, 2 * B, cfg.seq_len, cfg.num_heads, cfg.head_dim))
+    assert len(caches) == cfg.depth
+    chex.assert_shape(caches[0].k, (2 * B, cfg.seq_len, cfg.num_heads, cfg.head_dim))
     si = cfg.num_scales - 1
     pn = cfg.patch_nums[si]
 
@@ -62,7 +62,7 @@ def test_preset_shapes_without_memory(preset):
                                         method=VAR.conditioning)
         x = jnp.zeros((2 * B, pn * pn, C))
         return model.apply({"params": p}, si, x, cond, cond_blocks, caches,
-                           stack_blocks(p, cfg.depth), method=VAR.forward_scale)
+                           method=VAR.forward_scale)
 
     logits, _ = jax.eval_shape(last_scale, params, caches)
     chex.assert_shape(logits, (2 * B, pn * pn, cfg.vocab_size))
@@ -148,11 +148,10 @@ def _check_cached_equals_teacher_forcing(cfg, params, labels, x_BLCv):
     def cached(labels, x_BLCv):
         cond, cond_blocks = model.apply(vp, labels, method=VAR.conditioning)
         caches = init_kv_cache(cfg, labels.shape[0])
-        blocks = stack_blocks(params, cfg.depth)
         x = model.apply(vp, cond, method=VAR.embed_first)
         out = []
         for si in range(cfg.num_scales):
-            logits, caches = model.apply(vp, si, x, cond, cond_blocks, caches, blocks,
+            logits, caches = model.apply(vp, si, x, cond, cond_blocks, caches,
                                          method=VAR.forward_scale)
             out.append(logits)
             if si + 1 < cfg.num_scales:

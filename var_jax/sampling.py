@@ -10,7 +10,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from var_jax.configs import VARConfig, VQVAEConfig
-from var_jax.var import VAR, init_kv_cache, stack_blocks
+from var_jax.var import VAR, init_kv_cache
 
 BATCH_AXIS = "batch"
 
@@ -77,16 +77,15 @@ def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConf
     labels_2B = jnp.stack([labels_B, jnp.full_like(labels_B, var_cfg.num_classes)], 1).reshape(-1)
     cond_BD, cond_blocks = model.apply(vp, labels_2B, method=VAR.conditioning)
     x_BlC = model.apply(vp, cond_BD, method=VAR.embed_first)
-    kv_cache = init_kv_cache(var_cfg, 2 * B)
-    blocks = stack_blocks(var_params, var_cfg.depth)
+    kv_caches = init_kv_cache(var_cfg, 2 * B)
     codebook_VC = vae.apply(qp, method=VQVAE.codebook).astype(jnp.float32)
     last = var_cfg.patch_nums[-1]
     f_hat = jnp.zeros((B, last, last, var_cfg.vae_channels), jnp.float32)
     idx_list = []
     for si, pn in enumerate(var_cfg.patch_nums):
         ratio = si / max(K - 1, 1)
-        logits_2BlV, kv_cache = model.apply(vp, si, x_BlC, cond_BD, cond_blocks, kv_cache,
-                                            blocks, method=VAR.forward_scale)
+        logits_2BlV, kv_caches = model.apply(vp, si, x_BlC, cond_BD, cond_blocks, kv_caches,
+                                             method=VAR.forward_scale)
         logits_B2lV = logits_2BlV.reshape(B, 2, pn * pn, V)
         t = guidance(cfg_scale, si, K)
         logits_BlV = (1 + t) * logits_B2lV[:, 0] - t * logits_B2lV[:, 1]

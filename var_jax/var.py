@@ -56,8 +56,7 @@ class VAR(nn.Module):
     float32 logits (B, L, V). Class dropout (to the null class `num_classes`, rate
     `cfg.cond_drop_rate`) and drop-path happen only when a 'dropout' rng is given.
     Sampling uses `conditioning`, `embed_first`, `embed_scale` and `forward_scale` with an
-    explicit KV cache from `init_kv_cache` and the blocks' params from `stack_blocks`
-    (see var_jax/sampling.py).
+    explicit KV cache from `init_kv_cache` (see var_jax/sampling.py).
     """
 
     cfg: VARConfig
@@ -83,8 +82,13 @@ class VAR(nn.Module):
             ada_init = ada_scaled(init, C)
         out_init = scaled(init, 1.0 / math.sqrt(2 * cfg.depth))
         rates = np.linspace(0.0, cfg.drop_path_rate, cfg.depth)
-        self.blocks = [block_module(cfg, float(rates[i]), kernel_init=init, out_init=out_init,
-                                    ada_init=ada_init) for i in range(cfg.depth)]
+        self.blocks = [
+            AdaLNSelfAttn(C, cfg.num_heads, cfg.mlp_dim, norm_eps=cfg.norm_eps,
+                          shared_aln=cfg.shared_aln, attn_l2_norm=cfg.attn_l2_norm,
+                          drop_path_rate=float(rates[i]), dtype=jnp.dtype(cfg.dtype),
+                          kernel_init=init, out_init=out_init, ada_init=ada_init)
+            for i in range(cfg.depth)
+        ]
         self.head_nm = AdaLNBeforeHead(C, cfg.norm_eps, ada_init=scaled(init, ADA_OTHER_MUL))
         self.head = nn.Dense(cfg.vocab_size, kernel_init=_lp(scaled(init, HEAD_MUL),
                                                              ("embed", "vocab")),
@@ -150,70 +154,30 @@ class VAR(nn.Module):
         return self.logits(x_BLC, cond_BD)
 
     # -- one scale of sampling
-    def forward_scale(self, si: int, x_BlC, cond_BD, cond_blocks, kv_cache: KVCache,
-                      blocks_stacked):
-        """Scale si's tokens through all blocks with the KV cache; returns (logits_BlV, cache).
+    def forward_scale(self, si: int, x_BlC, cond_BD, cond_blocks, kv_caches):
+        """Scale si's tokens through all blocks with the KV caches; returns (logits_BlV, caches).
 
-        kv_cache: from `init_kv_cache` (depth-stacked); blocks_stacked: `stack_blocks(params)`.
-        The blocks run as one `lax.scan` (one compiled block per scale, not depth of them).
+        kv_caches: one KVCache per block (`init_kv_cache`); scale si writes its keys/values at
+        [begin, end) of each and attends to [:end]. The blocks are unrolled: a `lax.scan` over
+        stacked params would compile faster but copies every block's weights per scale.
         """
-        x_BlC, kv_cache = run_blocks_cached(self.cfg, blocks_stacked, si, x_BlC, cond_blocks,
-                                            kv_cache)
-        return self.logits(x_BlC, cond_BD), kv_cache
+        begin, end = self.cfg.begin_ends[si]
+        if x_BlC.shape[1] != end - begin:
+            raise ValueError(f"scale {si} has {end - begin} tokens, got x_BlC of shape "
+                             f"{x_BlC.shape}.")
+        new_caches = []
+        for block, cache in zip(self.blocks, kv_caches):
+            x_BlC, cache = block(x_BlC, cond_blocks, kv_cache=cache, cache_begin=begin)
+            new_caches.append(cache)
+        return self.logits(x_BlC, cond_BD), tuple(new_caches)
 
 
-def block_module(cfg: VARConfig, drop_path_rate: float = 0.0, **kwargs) -> AdaLNSelfAttn:
-    """The AdaLN block of `cfg` (`kwargs`: the paper's initialisers for init, or `parent`)."""
-    return AdaLNSelfAttn(cfg.embed_dim, cfg.num_heads, cfg.mlp_dim, norm_eps=cfg.norm_eps,
-                         shared_aln=cfg.shared_aln, attn_l2_norm=cfg.attn_l2_norm,
-                         drop_path_rate=drop_path_rate, dtype=jnp.dtype(cfg.dtype), **kwargs)
-
-
-def stack_blocks(var_params, depth: int):
-    """The blocks' params stacked on a new leading axis (depth, ...), for `forward_scale`."""
-    return jax.tree.map(lambda *a: jnp.stack(a), *[var_params[f"blocks_{i}"]
-                                                   for i in range(depth)])
-
-
-def init_kv_cache(cfg: VARConfig, batch: int) -> KVCache:
-    """Zeroed KV cache of all blocks: (depth, B, L, H, hd) keys and values, compute dtype."""
-    shape = (cfg.depth, batch, cfg.seq_len, cfg.num_heads, cfg.head_dim)
+def init_kv_cache(cfg: VARConfig, batch: int) -> tuple[KVCache, ...]:
+    """Zeroed KV caches, one (B, L, H, hd) pair per block, in the compute dtype."""
+    shape = (batch, cfg.seq_len, cfg.num_heads, cfg.head_dim)
     dtype = jnp.dtype(cfg.dtype)
-    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-
-
-def run_blocks_cached(cfg: VARConfig, blocks_stacked, si: int, x_BlC, cond_blocks,
-                      kv_cache: KVCache):
-    """All blocks on scale si's tokens as a `lax.scan` over the depth-stacked params.
-
-    Block i reads its cache prefix [:end], writes the scale's keys/values at [begin, end) and
-    attends to [:end]; only that slice is written back into the stacked cache.
-    """
-    begin, end = cfg.begin_ends[si]
-    B = x_BlC.shape[0]
-    if x_BlC.shape[1] != end - begin:
-        raise ValueError(f"scale {si} has {end - begin} tokens, got x_BlC of shape "
-                         f"{x_BlC.shape}.")
-    block = block_module(cfg, parent=None)   # unbound: applied to each layer's params
-    prefix = (1, B, end, cfg.num_heads, cfg.head_dim)
-
-    def body(carry, layer):
-        x, k_all, v_all = carry
-        block_params, i = layer
-        start = (i, 0, 0, 0, 0)
-        layer_cache = KVCache(jax.lax.dynamic_slice(k_all, start, prefix)[0],
-                              jax.lax.dynamic_slice(v_all, start, prefix)[0])
-        x, layer_cache = block.apply({"params": block_params}, x, cond_blocks,
-                                     kv_cache=layer_cache, cache_begin=begin)
-        at = (i, 0, begin, 0, 0)
-        k_all = jax.lax.dynamic_update_slice(k_all, layer_cache.k[None, :, begin:], at)
-        v_all = jax.lax.dynamic_update_slice(v_all, layer_cache.v[None, :, begin:], at)
-        return (x, k_all, v_all), None
-
-    (x_BlC, k_all, v_all), _ = jax.lax.scan(
-        body, (x_BlC, kv_cache.k, kv_cache.v),
-        (blocks_stacked, jnp.arange(cfg.depth)))
-    return x_BlC, KVCache(k_all, v_all)
+    return tuple(KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+                 for _ in range(cfg.depth))
 
 
 def _dummy_inputs(cfg: VARConfig):

@@ -14,8 +14,7 @@ L2_EPS = 1e-12                    # x / max(||x||, eps), as torch's F.normalize
 
 
 class KVCache(NamedTuple):
-    """Preallocated keys and values, filled scale by scale: (B, L, H, hd) each for one block
-    (what SelfAttention takes), (depth, B, L, H, hd) for the whole model (`init_kv_cache`)."""
+    """Preallocated keys and values of one block, (B, L, H, hd) each, filled scale by scale."""
 
     k: jax.Array
     v: jax.Array
