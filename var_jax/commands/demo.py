@@ -17,12 +17,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seeds both trainings (init, data order), sampling and the judge")
     parser.add_argument("--fast", action="store_true",
                         help="a smoke run of a few steps (under a minute); quality not expected")
+    parser.add_argument("--image-size", type=int, default=16, choices=(16, 32, 64),
+                        help="side the 8x8 digits are upscaled to: 16 gives 4 scales (default), "
+                             "32 gives 6, 64 gives 9 (slower; meant for a GPU or TPU)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    import jax
+
     from var_jax.demo.config import demo_settings
     from var_jax.demo.run import run_demo
 
-    settings = demo_settings(fast=args.fast, seed=args.seed)
+    if not jax.config.jax_compilation_cache_dir:   # re-runs load the compiled programs
+        jax.config.update("jax_compilation_cache_dir",
+                          os.path.abspath(os.path.join(args.workdir, "jax_cache")))
+    settings = demo_settings(fast=args.fast, seed=args.seed, image_size=args.image_size)
     print(run_demo(settings, args.workdir, seed=args.seed).report)
     return 0

@@ -16,11 +16,11 @@ ZOOM = 4   # pixels per image pixel in the PNGs, so 16px digits are visible
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
-    scores: Scores
-    reference_frechet: float      # real training digits vs held-out real digits
+    scores: Scores | None         # None when the data is not the digits (no judge)
+    reference_frechet: float | None   # real training digits vs held-out real digits
     stages: tuple[StageSummary, ...]
     report: str                   # the printed text
-    outputs: dict                 # what -> path of every file written
+    outputs: dict                 # "samples", "pyramid" (and "scores") -> path written
 
 
 def _banner(text: str) -> None:
@@ -92,12 +92,12 @@ def _zoom(imgs_NHW3: np.ndarray) -> np.ndarray:
 
 
 def run_demo(settings: DemoSettings, workdir: str, seed: int = 0) -> DemoResult:
-    """Train both models (reusing finished ones in `workdir`), sample, judge, write, report."""
+    """Train both models (reusing finished ones in `workdir`), sample a row per class, write the
+    grid and one sample's pyramid; on the digits, judge the samples. Returns the report."""
     import jax
 
     from var_jax import sample
     from var_jax.convert import load_weights
-    from var_jax.data import load_split
     from var_jax.train.metrics import write_grid_png
 
     t_start = time.perf_counter()
@@ -109,41 +109,50 @@ def run_demo(settings: DemoSettings, workdir: str, seed: int = 0) -> DemoResult:
     var_cfg = settings.transformer.var
 
     n = settings.samples_per_class
-    _banner(f"3/3 sampling {n} images of every digit (cfg {settings.cfg}, top-k "
-            f"{settings.top_k}, top-p {settings.top_p}) and judging them")
+    _banner(f"3/3 sampling {n} images of every class (cfg {settings.cfg}, top-k "
+            f"{settings.top_k}, top-p {settings.top_p})")
     asked_B = np.repeat(np.arange(var_cfg.num_classes), n)
     imgs_BHW3, idx_BL = sample(var_params, vae_params, var_cfg, vae_cfg, asked_B,
                                rng=jax.random.key(seed), cfg=settings.cfg, top_k=settings.top_k,
                                top_p=settings.top_p, return_indices=True)
     imgs_BHW3, idx_BL = np.asarray(imgs_BHW3), np.asarray(idx_BL)
-
-    size = vae_cfg.image_size
-    source = settings.transformer.data.source
-    judge = DigitsJudge.fit(*_judge_split(load_split(source, "clf_train", size)), seed=seed)
-    test_px, test_labels = _judge_split(load_split(source, "clf_test", size))
-    train_px, _ = _judge_split(load_split(source, "train", size))
-    scores = score_samples(judge, to_judge_pixels(imgs_BHW3, (0.0, 1.0)), asked_B, test_px,
-                           test_labels)
-    reference = frechet_distance(judge.features(train_px), judge.features(test_px))
-
+    pyramid_KHW3 = per_scale_images(vae_params, vae_cfg, idx_BL[:1])[:, 0]
     outputs = {
-        "samples (a row per digit)": write_grid_png(_zoom(imgs_BHW3),
-                                                    os.path.join(run_dir, "samples.png"), cols=n),
-        "coarse-to-fine pyramid": write_grid_png(
-            _zoom(per_scale_images(vae_params, vae_cfg, idx_BL[:1])[:, 0]),
-            os.path.join(run_dir, "pyramid.png"), cols=vae_cfg.num_scales),
+        "samples": write_grid_png(_zoom(imgs_BHW3), os.path.join(run_dir, "samples.png"), cols=n),
+        "pyramid": write_grid_png(_zoom(pyramid_KHW3), os.path.join(run_dir, "pyramid.png"),
+                                  cols=len(pyramid_KHW3)),
     }
-    outputs["scores"] = os.path.join(run_dir, "scores.json")
     stages = (tok_stage, var_stage)
-    total = time.perf_counter() - t_start
-    write_scores_json(outputs["scores"], scores, reference_frechet=reference, stages=list(stages),
-                      total_seconds=total)
     sampling = f"cfg {settings.cfg}, top-k {settings.top_k}, top-p {settings.top_p}"
+    scores = reference = None
+    if settings.transformer.data.source == "digits":
+        scores, reference = judge_digits(imgs_BHW3, asked_B, vae_cfg.image_size, seed)
+        outputs["scores"] = os.path.join(run_dir, "scores.json")
+        write_scores_json(outputs["scores"], scores, reference_frechet=reference,
+                          stages=list(stages), total_seconds=time.perf_counter() - t_start)
     report = format_report(scores, reference_frechet=reference, stages=list(stages),
-                           sampling=sampling, outputs=outputs, total_seconds=total)
+                           sampling=sampling, outputs=outputs,
+                           total_seconds=time.perf_counter() - t_start)
     return DemoResult(scores, reference, stages, report, outputs)
 
 
-def _judge_split(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = split
-    return to_judge_pixels(images), labels
+def judge_digits(imgs_BHW3: np.ndarray, asked_B: np.ndarray, image_size: int, seed: int = 0
+                 ) -> tuple[Scores, float]:
+    """Scores of generated digits (images in [0, 1]) and the reference Fréchet distance.
+
+    The judge trains on "clf_train" and is tested on "clf_test", both read through the same
+    input pipeline (and upscaling) as the training digits; the reference is the distance of
+    the generator's own training digits ("train") to "clf_test".
+    """
+    from var_jax.data import load_split
+
+    def pixels(split):
+        images, labels = load_split("digits", split, image_size)
+        return to_judge_pixels(images), labels
+
+    judge = DigitsJudge.fit(*pixels("clf_train"), seed=seed)
+    test_px, test_labels = pixels("clf_test")
+    train_px, _ = pixels("train")
+    scores = score_samples(judge, to_judge_pixels(imgs_BHW3, (0.0, 1.0)), asked_B, test_px,
+                           test_labels)
+    return scores, frechet_distance(judge.features(train_px), judge.features(test_px))
