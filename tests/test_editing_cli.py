@@ -9,7 +9,7 @@ from var_jax.cli import main
 
 GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "golden"
 WEIGHTS = ["--var", str(GOLDEN / "var_tiny_l2norm.pth"), "--vae", str(GOLDEN / "vae.pth"),
-           "--patch-nums", "1,2,3,4", "--top-k", "8"]
+           "--patch-nums", "1,2,3,4", "--top-k", "8", "--compile-cache", ""]
 
 
 def test_edit_writes_input_masked_input_and_edits(tmp_path, capsys):

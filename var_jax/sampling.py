@@ -30,20 +30,22 @@ def filter_logits(logits_BlV, top_k: int, top_p: float):
 
     As the reference: top-p sorts ascending, drops tokens whose cumulative probability is
     <= 1 - top_p, and always keeps the most likely token. top_k=0 / top_p=0 disable each.
+    The nucleus is computed over the k largest logits only (the others have probability 0
+    after top-k), so one `lax.top_k` replaces a full sort of the vocabulary.
     """
     V = logits_BlV.shape[-1]
-    if not (0 < top_k < V or top_p > 0):
+    k = top_k if 0 < top_k < V else V
+    if k == V and top_p <= 0:
         return logits_BlV
-    sorted_BlV = jnp.sort(logits_BlV, axis=-1)
-    if 0 < top_k < V:
-        kth_Bl1 = sorted_BlV[..., V - top_k:V - top_k + 1]
-        logits_BlV = jnp.where(logits_BlV < kth_Bl1, -jnp.inf, logits_BlV)
-        sorted_BlV = jnp.where(sorted_BlV < kth_Bl1, -jnp.inf, sorted_BlV)
+    top_desc = jax.lax.top_k(logits_BlV, k)[0]
+    if k < V:
+        logits_BlV = jnp.where(logits_BlV < top_desc[..., -1:], -jnp.inf, logits_BlV)
     if top_p > 0:
-        cum_BlV = jnp.cumsum(jax.nn.softmax(sorted_BlV, axis=-1), axis=-1)
-        dropped_Bl1 = jnp.sum(cum_BlV[..., :-1] <= 1.0 - top_p, axis=-1, keepdims=True)
-        smallest_kept_Bl1 = jnp.take_along_axis(sorted_BlV, dropped_Bl1, axis=-1)
-        logits_BlV = jnp.where(logits_BlV < smallest_kept_Bl1, -jnp.inf, logits_BlV)
+        top_asc = top_desc[..., ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(top_asc, axis=-1), axis=-1)
+        dropped = jnp.sum(cum[..., :-1] <= 1.0 - top_p, axis=-1, keepdims=True)
+        smallest_kept = jnp.take_along_axis(top_asc, dropped, axis=-1)
+        logits_BlV = jnp.where(logits_BlV < smallest_kept, -jnp.inf, logits_BlV)
     return logits_BlV
 
 

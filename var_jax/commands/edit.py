@@ -54,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from var_jax.commands.reconstruct import load_image
-    from var_jax.commands.sample import check_batch, load_models, save_grid
+    from var_jax.commands.sample import (check_batch, enable_compile_cache, load_models,
+                                        save_grid)
     from var_jax.editing import edit
 
     check_batch(args.batch)
     if args.num < 1:
         raise ValueError(f"--num={args.num} must be >= 1.")
     box = parse_box(args.box) if args.box else None
+    enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
     size = vae_cfg.image_size
     img = (load_image(args.image, size) + 1.0) / 2.0

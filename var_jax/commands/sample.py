@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
+DEFAULT_COMPILE_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "var_jax", "xla")
 HELP = ("Generate class-conditional images with a VAR transformer and the VQ-VAE tokenizer "
         "(released .pth files or `var-jax convert` directories); writes a PNG grid.")
 
@@ -24,6 +26,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--more-smooth", action="store_true",
                         help="gumbel-softmax codes: smoother images (not for FID)")
     parser.add_argument("--batch", type=int, default=16, help="images per compiled call")
+    parser.add_argument("--compile-cache", default=DEFAULT_COMPILE_CACHE,
+                        help="folder of JAX's persistent compilation cache, so later runs skip "
+                             "the compile ('' turns it off)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +72,15 @@ def check_batch(batch: int) -> None:
         raise ValueError(f"--batch={batch} must be >= 1.")
 
 
+def enable_compile_cache(path: str) -> None:
+    """Turn on JAX's persistent compilation cache in `path` (no-op for '')."""
+    import jax
+
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def save_grid(imgs_BHW3, path: str, nrow: int) -> None:
     """Images in [0, 1] -> one PNG, `nrow` per row, 2-pixel white gaps."""
     import numpy as np
@@ -97,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         classes = [int(c) for c in args.classes.split(",") if c.strip()]
     except ValueError as e:
         raise ValueError(f"classes must be comma separated integers, got {args.classes!r}.") from e
+    enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
     labels = var_cfg.check_labels(np.repeat(classes, args.per_class))
     keys = jax.random.split(jax.random.key(args.seed), labels.size)   # independent of --batch
