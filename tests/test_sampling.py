@@ -1,7 +1,6 @@
 """Sampler: top-k/top-p filter vs the reference rule, per-image keys (batch of N = N batches of 1), errors."""
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from var_jax.configs import VARConfig, VQVAEConfig
 from var_jax.quant.resize import area_matrix
 from var_jax.sampling import (SamplerOptions, check_options, compile_batched, decode_to_unit,
-                              generate_fhat, pad_to_devices, per_image_keys)
+                              generate_fhat, pad_to_devices, per_image_keys, replicate)
 
 
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
@@ -108,7 +106,7 @@ def edit(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, image
     keys_B = per_image_keys(rng, B)
     opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth))
     fn, mesh = _compiled_editor(var_cfg, vae_cfg, opts)
-    var_params, vae_params = jax.device_put((var_params, vae_params), NamedSharding(mesh, P()))
+    var_params, vae_params = replicate((var_params, vae_params))
     padded = pad_to_devices(mesh.size, jnp.asarray(imgs), jnp.asarray(labels_B), keys_B,
                             *[jnp.asarray(m) for m in masks])
     out_imgs, idx = fn(var_params, vae_params, *padded[:3], tuple(padded[3:]), jnp.float32(cfg))

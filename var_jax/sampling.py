@@ -150,6 +150,14 @@ def compile_batched(program: Callable, num_batched_in: int, num_batched_out: int
                    out_shardings=(bat,) * num_batched_out), mesh
 
 
+def replicate(tree):
+    """Put params on every local device (the sampler's layout); a no-op when already there.
+
+    Call it once on numpy params (e.g. from the converter) to avoid a host copy per call.
+    """
+    return jax.device_put(tree, NamedSharding(batch_mesh(), P()))
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled_sampler(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts: SamplerOptions):
     program = functools.partial(_sample_program, var_cfg=var_cfg, vae_cfg=vae_cfg, opts=opts)
@@ -210,8 +218,7 @@ def sample(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, lab
     keys_B = per_image_keys(rng, labels_B.shape[0])
     opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth), bool(progress))
     fn, mesh = _compiled_sampler(var_cfg, vae_cfg, opts)
-    rep = NamedSharding(mesh, P())
-    var_params, vae_params = jax.device_put((var_params, vae_params), rep)
+    var_params, vae_params = replicate((var_params, vae_params))
     B = labels_B.shape[0]
     labels_p, keys_p = pad_to_devices(mesh.size, jnp.asarray(labels_B), keys_B)
     imgs, idx = fn(var_params, vae_params, labels_p, keys_p, jnp.float32(cfg))

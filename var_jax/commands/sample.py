@@ -44,6 +44,7 @@ def load_models(var_path: str, vae_path: str, patch_nums: str | None = None):
     from var_jax.configs import VARConfig, VQVAEConfig
     from var_jax.convert import (infer_config, load_converted, load_torch_state_dict,
                                  var_params_from_torch, vqvae_params_from_torch)
+    from var_jax.sampling import replicate
     from var_jax.weights.store import is_converted_dir
 
     pns = tuple(int(p) for p in patch_nums.split(",")) if patch_nums else None
@@ -64,6 +65,7 @@ def load_models(var_path: str, vae_path: str, patch_nums: str | None = None):
     vae_cfg, vae_params = load(vae_path, VQVAEConfig, vqvae_params_from_torch,
                                patch_nums=var_cfg.patch_nums)
     var_cfg.check_compatible(vae_cfg)
+    var_params, vae_params = replicate((var_params, vae_params))   # one host->device copy
     return var_cfg, var_params, vae_cfg, vae_params
 
 
