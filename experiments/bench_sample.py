@@ -5,7 +5,8 @@
   python experiments/bench_sample.py --depth 36 --batch 8 --dtype bfloat16   # 512px, on a GPU
 
 Times the whole jitted program (coarse-to-fine generation with cfg 1.5, top-k 900, top-p 0.96,
-then the VQ-VAE decode) on whatever backend JAX finds; compile time is reported separately.
+then the VQ-VAE decode) on whatever backend JAX finds; compile time is reported separately, and
+the process CPU time too (on a shared CPU machine it is steadier than wall time).
 Weights are initialised on device (`init_var_params` under jit), nothing is downloaded.
 The README records the measured numbers.
 """
@@ -76,17 +77,19 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     jax.block_until_ready(run(rng=jax.random.key(0)))
     first = time.perf_counter() - t
-    times = []
+    times, cpu_times = [], []
     for i in range(args.repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         jax.block_until_ready(run(rng=jax.random.key(i + 1)))
         times.append(time.perf_counter() - t)
+        cpu_times.append(time.process_time() - c)
     sec = statistics.median(times)
     device = jax.local_devices()[0]
     print(f"bench_sample depth={args.depth} ({var_cfg.seq_len} tokens, {vae_cfg.image_size}px) "
           f"batch={args.batch} dtype={args.dtype} on {jax.local_device_count()}x "
           f"{device.platform}:{device.device_kind}: {sec:.3f} s/call (median of {args.repeats}), "
           f"{1000 * sec / args.batch:.0f} ms/image, {args.batch / sec:.2f} images/s, "
+          f"process CPU {statistics.median(cpu_times):.2f} s/call, "
           f"first call incl. compile {first:.1f} s, {peak_memory()}")
     return 0
 
