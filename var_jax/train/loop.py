@@ -79,10 +79,6 @@ class Task:
         checkpointed with the state (None: none)."""
         return None
 
-    def init_extra(self):
-        """Arrays the step updates besides params (checkpointed), e.g. codebook statistics."""
-        return None
-
     def init_frozen(self, rng: jax.Array):
         """Arrays the step reads but never trains (random init; see `load_frozen`)."""
         return None
@@ -218,6 +214,9 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
             eval_stream.set_state(eval_start)
             rows = jax.device_get([eval_fn(state, sharding.global_batch(batch, mesh))
                                    for batch in itertools.islice(eval_stream, loop.eval_batches)])
+            if rows[0][0] is None:
+                raise ValueError("loop.eval_every > 0 but the task has no eval_step; set "
+                                 "loop.eval_every=0 or give the task an eval_step.")
             weights = np.array([n for _, n in rows], np.float64)
             return {f"eval_{k}": float(np.average([r[k] for r, _ in rows], weights=weights))
                     for k in rows[0][0]}
@@ -283,7 +282,8 @@ def _flush(pending: list, clock: "_Throughput", ckpt) -> dict:
 
 
 class _Throughput:
-    """Examples/s and MFU over a log interval; the first step (compilation) is not counted."""
+    """Images (examples) per second and MFU over a log interval; the first step of a process
+    (compilation) is not counted."""
 
     def __init__(self, global_batch: int, flops_per_example, devices):
         self.global_batch, self.flops, self.devices = global_batch, flops_per_example, devices
