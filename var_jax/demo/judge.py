@@ -43,6 +43,7 @@ class DigitsJudge:
             hidden: int = 64) -> "DigitsJudge":
         """Train on real digits (`to_judge_pixels` output); deterministic given `seed`."""
         from sklearn.neural_network import MLPClassifier
+        from threadpoolctl import threadpool_limits
 
         pixels_B64, labels_B = _check_pixels(pixels_B64), np.asarray(labels_B)
         if labels_B.shape != (pixels_B64.shape[0],):
@@ -50,9 +51,12 @@ class DigitsJudge:
                              f"{pixels_B64.shape[0]} images.")
         if len(np.unique(labels_B)) < 2:
             raise ValueError("the judge needs real digits of at least two classes to train on.")
-        clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, solver="lbfgs",
+        clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-2, solver="lbfgs",
                             max_iter=1000, random_state=seed)
-        clf.fit(pixels_B64 / JUDGE_MAX, labels_B)
+        # One BLAS thread: this small fit takes 0.5 s so, but ~15 s when its threads compete
+        # with JAX's for two busy cores.
+        with threadpool_limits(1):
+            clf.fit(pixels_B64 / JUDGE_MAX, labels_B)
         return cls(clf)
 
     def predict(self, pixels_B64: np.ndarray) -> np.ndarray:

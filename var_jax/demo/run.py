@@ -11,7 +11,8 @@ from var_jax.demo.config import DemoSettings
 from var_jax.demo.judge import DigitsJudge, Scores, frechet_distance, score_samples, to_judge_pixels
 from var_jax.demo.report import StageSummary, format_report, write_scores_json
 
-ZOOM = 4   # pixels per image pixel in the PNGs, so 16px digits are visible
+ZOOM = 4     # pixels per image pixel in the PNGs, so 16px digits are visible
+BORDER = 2   # white pixels around every image in the PNGs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +88,11 @@ def per_scale_images(vae_params, vae_cfg, idx_BL: np.ndarray) -> np.ndarray:
     return (np.asarray(imgs) + 1.0) / 2.0
 
 
-def _zoom(imgs_NHW3: np.ndarray) -> np.ndarray:
-    return np.repeat(np.repeat(imgs_NHW3, ZOOM, 1), ZOOM, 2)
+def _for_png(imgs_NHW3: np.ndarray) -> np.ndarray:
+    """Enlarge ZOOM times and frame each image with a white border (the digits are white on
+    black, so unframed neighbours would run together)."""
+    big = np.repeat(np.repeat(imgs_NHW3, ZOOM, 1), ZOOM, 2)
+    return np.pad(big, ((0, 0), (BORDER, BORDER), (BORDER, BORDER), (0, 0)), constant_values=1.0)
 
 
 def run_demo(settings: DemoSettings, workdir: str, seed: int = 0) -> DemoResult:
@@ -118,8 +122,9 @@ def run_demo(settings: DemoSettings, workdir: str, seed: int = 0) -> DemoResult:
     imgs_BHW3, idx_BL = np.asarray(imgs_BHW3), np.asarray(idx_BL)
     pyramid_KHW3 = per_scale_images(vae_params, vae_cfg, idx_BL[:1])[:, 0]
     outputs = {
-        "samples": write_grid_png(_zoom(imgs_BHW3), os.path.join(run_dir, "samples.png"), cols=n),
-        "pyramid": write_grid_png(_zoom(pyramid_KHW3), os.path.join(run_dir, "pyramid.png"),
+        "samples": write_grid_png(_for_png(imgs_BHW3), os.path.join(run_dir, "samples.png"),
+                                  cols=n),
+        "pyramid": write_grid_png(_for_png(pyramid_KHW3), os.path.join(run_dir, "pyramid.png"),
                                   cols=len(pyramid_KHW3)),
     }
     stages = (tok_stage, var_stage)
