@@ -8,7 +8,9 @@ small VQ-VAE. The tokenizer is randomly initialised and frozen unless a trained 
 (--set tokenizer=DIR, a converted/exported tokenizer with the VQVAEConfig below); with random
 weights its codes are a fixed hashing of the images, which the transformer still learns to
 predict: the point is exercising sharding, checkpoints, resume, evals and sample grids.
-Expected on 2 CPU cores: about 3 minutes for 400 steps; loss from ln(256) = 5.55 to about TODO.
+Measured (2 CPU cores shared with other jobs, load ~10): 400 steps in 6.6 min wall, 2.7 CPU-min;
+train loss 5.53 (steps 1-20; ln 256 = 5.55) -> 3.96 (381-400), eval loss 4.57 (step 100) -> 3.97.
+With a random tokenizer the sample grids are noise: train one first for pictures of digits.
 """
 from var_jax.configs import VARConfig, VQVAEConfig
 from var_jax.sharding import MeshConfig

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import math
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -194,19 +194,6 @@ def global_batch(host_batch: dict, mesh: Mesh) -> dict:
                              f"{n}; use a batch size that is a multiple of {n}.")
         return jax.make_array_from_process_local_data(sharding, x)
     return jax.tree.map(one, host_batch)
-
-
-def sharded_init(init_fn: Callable, *args, mesh: Mesh, shardings_fn: Callable):
-    """Run `init_fn(*args)` straight into its shardings: no host ever holds the whole tree.
-
-    `shardings_fn(abstract)` gets the `jax.eval_shape` of `init_fn` (boxes kept) and returns the
-    shardings of the unboxed tree. Returns (tree, shardings, abstract).
-    """
-    abstract = jax.eval_shape(init_fn, *args)
-    shardings = shardings_fn(abstract)
-    with activate(mesh):
-        tree = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
-    return tree, shardings, abstract
 
 
 _MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
