@@ -3,8 +3,8 @@
   var-jax train --config experiments/tiny_cpu.py --workdir /tmp/var_tiny_cpu
 
 Data: the bundled 8x8 digits upscaled to 32x32 ("digits" source, 1197 train images; eval on the
-disjoint "clf_test" split), batch 16. Model: a 3-block, 96-wide VAR over 6 scales (1..8, 130 tokens) of a
-small VQ-VAE. The tokenizer is randomly initialised and frozen unless a trained one is given
+disjoint "clf_test" split), batch 16. Model: a 3-block, 96-wide VAR over 6 scales (1..8, 130
+tokens) of a small VQ-VAE. The tokenizer is randomly initialised and frozen unless a trained one is given
 (--set tokenizer=DIR, a converted/exported tokenizer with the VQVAEConfig below); with random
 weights its codes are a fixed hashing of the images, which the transformer still learns to
 predict: the point is exercising sharding, checkpoints, resume, evals and sample grids.
