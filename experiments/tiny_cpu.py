@@ -4,10 +4,10 @@
 
 Data: the bundled 8x8 digits upscaled to 32x32 ("digits" source, 1197 train images; eval on the
 disjoint "clf_test" split), batch 16. Model: a 3-block, 96-wide VAR over 6 scales (1..8, 130
-tokens) of a small VQ-VAE. The tokenizer is randomly initialised and frozen unless a trained one is given
-(--set tokenizer=DIR, a converted/exported tokenizer with the VQVAEConfig below); with random
-weights its codes are a fixed hashing of the images, which the transformer still learns to
-predict: the point is exercising sharding, checkpoints, resume, evals and sample grids.
+tokens) of a small VQ-VAE. The tokenizer is randomly initialised and frozen unless a trained one is
+given (--set tokenizer=DIR, a converted/exported tokenizer with the VQVAEConfig below); with random
+weights its codes are a fixed hashing of the images, which the transformer still learns to predict:
+the point is exercising sharding, checkpoints, resume, evals and sample grids.
 Measured (2 CPU cores shared with other jobs, load ~10): 400 steps in 6.6 min wall, 2.7 CPU-min;
 train loss 5.53 (steps 1-20; ln 256 = 5.55) -> 3.96 (381-400), eval loss 4.57 (step 100) -> 3.97.
 With a random tokenizer the sample grids are noise: train one first for pictures of digits.
