@@ -1,4 +1,4 @@
-"""Sampling benchmark: images/s, ms/image and peak memory of `var_jax.sample` with random weights of the real shapes.
+"""Sampling benchmark: images/s, ms/image, peak memory of `sample`, random weights of real shapes.
 
   python experiments/bench_sample.py --depth 16 --batch 1           # VAR-d16 + the 256px tokenizer
   python experiments/bench_sample.py --depth 8 --batch 2            # the reference's depth-8 job

@@ -1,4 +1,4 @@
-"""Zero-shot editing: kept tokens are the image's, a full mask is plain sampling, an empty mask the image."""
+"""Zero-shot editing: kept tokens are the image's; full mask = sampling; empty mask = the image."""
 import chex
 import jax
 import numpy as np

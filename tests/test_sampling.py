@@ -1,4 +1,4 @@
-"""Sampler: top-k/top-p filter vs the reference rule, per-image keys (batch of N = N batches of 1), errors."""
+"""Sampler: top-k/top-p vs the reference rule, per-image keys (N in a batch = N of 1), errors."""
 import chex
 import jax
 import numpy as np

@@ -1,4 +1,4 @@
-"""Sampler vs the reference: greedy (top_k=1) indices and images of the golden tiny models, every cfg."""
+"""Sampler vs the reference: greedy (top_k=1) indices and images of the golden models."""
 import functools
 
 import jax

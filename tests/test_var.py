@@ -1,4 +1,4 @@
-"""VAR transformer: preset shapes, logical axes, the paper's init, KV-cache path, dropout, errors."""
+"""VAR transformer: preset shapes, logical axes, paper init, KV-cache path, dropout, errors."""
 import functools
 import math
 

@@ -1,4 +1,4 @@
-"""VAR transformer vs the reference: golden logits of the tiny models, and the released checkpoints' keys."""
+"""VAR vs the reference: golden logits of the tiny models; the released checkpoints' keys."""
 import functools
 import json
 import pathlib
@@ -84,12 +84,14 @@ def test_converter_names_the_bad_key_and_both_shapes():
     cfg = VARConfig.d16()
     sd = _fake_state_dict(RELEASED["var_d16"])
     sd["blocks.3.ffn.fc1.weight"] = np.zeros((4096, 1000), np.float32)
-    with pytest.raises(ValueError, match=r"(?s)blocks\.3\.ffn\.fc1\.weight.*\(4096, 1000\).*\(1024, 4096\)"):
+    bad_shape = r"(?s)blocks\.3\.ffn\.fc1\.weight.*\(4096, 1000\).*\(1024, 4096\)"
+    with pytest.raises(ValueError, match=bad_shape):
         var_params_from_torch(sd, cfg)
     sd = _fake_state_dict(RELEASED["var_d16"])
     del sd["blocks.15.attn.q_bias"]
     with pytest.raises(ValueError, match=r"(?s)missing.*blocks_15/attn/q_bias"):
         var_params_from_torch(sd, cfg)
     sd = _fake_state_dict(RELEASED["var_d16"])
-    with pytest.raises(ValueError, match=r"(?s)unexpected.*blocks\.0\.ada_lin\.1\.weight.*missing.*shared_ada_lin/kernel"):
+    wrong_variant = r"(?s)unexpected.*blocks\.0\.ada_lin\.1\.weight.*missing.*shared_ada_lin/kernel"
+    with pytest.raises(ValueError, match=wrong_variant):
         var_params_from_torch(sd, VARConfig.d16(shared_aln=True))

@@ -1,4 +1,4 @@
-"""Zero-shot editing (in-/out-painting, class-conditional edits): sample only masked tokens, in one jitted program."""
+"""Zero-shot editing (in/out-painting, class edits): sample only the masked tokens, one program."""
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,4 @@
-"""Class-conditional sampling as ONE jitted program: scales unrolled over a static KV cache, CFG, top-k/p, decode."""
+"""Class-conditional sampling as ONE jitted program: static KV cache, CFG, top-k/p, decode."""
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,4 @@
-"""The VAR transformer: class-conditional next-scale prediction over a block-causal token pyramid."""
+"""The VAR transformer: class-conditional next-scale prediction over a block-causal pyramid."""
 from __future__ import annotations
 
 import functools
@@ -139,8 +139,8 @@ class VAR(nn.Module):
         if not isinstance(labels_B, jax.core.Tracer):
             cfg.check_labels(np.asarray(labels_B))
         if cfg.cond_drop_rate > 0 and self.has_rng("dropout"):
-            drop_B = jax.random.uniform(self.make_rng("dropout"), labels_B.shape) < cfg.cond_drop_rate
-            labels_B = jnp.where(drop_B, cfg.num_classes, labels_B)
+            u_B = jax.random.uniform(self.make_rng("dropout"), labels_B.shape)
+            labels_B = jnp.where(u_B < cfg.cond_drop_rate, cfg.num_classes, labels_B)
 
         cond_BD, cond_blocks = self.conditioning(labels_B)
         x_BLC = jnp.concatenate([

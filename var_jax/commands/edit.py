@@ -1,4 +1,4 @@
-"""`var-jax edit`: zero-shot in-painting, out-painting and class-conditional editing of one image."""
+"""`var-jax edit`: zero-shot in-painting, out-painting and class-conditional editing."""
 from __future__ import annotations
 
 import argparse

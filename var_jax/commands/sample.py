@@ -1,4 +1,4 @@
-"""`var-jax sample`: class ids in, a PNG grid of generated images out (released or converted weights)."""
+"""`var-jax sample`: class ids in, a PNG grid of generated images out."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""AdaLN blocks of the VAR transformer: the self-attention block (per-block or shared AdaLN) and the head norm."""
+"""AdaLN blocks of the VAR transformer: attention+FFN block (own or shared AdaLN), head norm."""
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -1,4 +1,4 @@
-"""Key map from the released VAR transformer state dicts (var_d16.pth ... var_d36.pth) to `VAR` params."""
+"""Key map from the released VAR state dicts (var_d16.pth ... var_d36.pth) to `VAR` params."""
 from __future__ import annotations
 
 import functools
