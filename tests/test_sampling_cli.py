@@ -18,7 +18,7 @@ WEIGHTS = ["--var", str(GOLDEN / "var_tiny_l2norm.pth"), "--vae", str(GOLDEN / "
 
 def test_sample_writes_a_grid_whose_images_depend_only_on_seed_and_index(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert main(["sample", "1,4", "--per-class", "2", "--batch", "3", "--nrow", "2",
+    assert main(["sample", "--classes", "1,4", "--per-class", "2", "--batch", "3", "--nrow", "2",
                  "--seed", "5", "--out", str(out)] + WEIGHTS) == 0
     assert "wrote 4 images" in capsys.readouterr().out
     grid = np.asarray(Image.open(out)).astype(int)
@@ -38,10 +38,10 @@ def test_sample_writes_a_grid_whose_images_depend_only_on_seed_and_index(tmp_pat
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["sample", "1,x"], "comma separated integers"),
-    (["sample", "1", "--batch", "0"], "--batch=0"),
-    (["sample", "1", "--per-class", "0"], "--per-class=0"),
-    (["sample", "12"], "labels [12] are outside [0, 10]"),
+    (["sample", "--classes", "1,x"], "comma separated integers"),
+    (["sample", "--classes", "1", "--batch", "0"], "--batch=0"),
+    (["sample", "--classes", "1", "--per-class", "0"], "--per-class=0"),
+    (["sample", "--classes", "12"], "labels [12] are outside [0, 10]"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert main(argv + WEIGHTS) == 2

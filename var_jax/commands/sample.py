@@ -32,7 +32,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("classes", help="class ids, comma separated, e.g. 207,360,387,974,88")
+    parser.add_argument("--classes", required=True,
+                        help="class ids, comma separated, e.g. 207,360,387,974,88")
     parser.add_argument("--per-class", type=int, default=1, help="images per class id")
     parser.add_argument("--out", default="samples.png", help="PNG grid to write")
     parser.add_argument("--nrow", type=int, default=8, help="images per grid row")
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         classes = [int(c) for c in args.classes.split(",") if c.strip()]
     except ValueError as e:
-        raise ValueError(f"classes must be comma separated integers, got {args.classes!r}.") from e
+        raise ValueError(f"--classes must be comma separated integers, got {args.classes!r}."
+                         ) from e
     enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
     labels = var_cfg.check_labels(np.repeat(classes, args.per_class))
