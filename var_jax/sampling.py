@@ -206,8 +206,8 @@ def sample(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, lab
 
     rng: a key (split into one per image) or B keys; image b depends only on its own key and
     label. cfg: classifier-free guidance (t = cfg*k/(K-1) at scale k). top_k / top_p: 0 disables.
-    more_smooth: gumbel-softmax codes (visual quality, not for FID). progress: print a line per
-    scale. The program is compiled once per (configs, batch, top_k, top_p, more_smooth, progress);
+    more_smooth: gumbel-softmax codes (visual quality, not for FID; the returned indices are
+    then the sampled tokens, the images use the soft codes). progress: print a line per scale. The program is compiled once per (configs, batch, top_k, top_p, more_smooth, progress);
     cfg is a runtime value. With several local devices the batch is sharded over them.
     """
     var_cfg.check_compatible(vae_cfg)
