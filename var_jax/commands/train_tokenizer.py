@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True,
                         help="checkpoints, metrics.jsonl, tensorboard/ and the exported tokenizer/ "
                              "go here; an existing run there is resumed")
+    parser.add_argument("--export", default=None,
+                        help="where to write the trained tokenizer (a local directory; default "
+                             "WORKDIR/tokenizer)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a config field, e.g. --set loop.total_steps=100 "
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config} returns a {type(config).__name__}, not a "
                          "TokenizerTrainConfig; transformer configs run with `var-jax train`.")
     state = train_and_evaluate(config, args.workdir, TokenizerTask(config))
-    path = export_tokenizer(state, config, os.path.join(args.workdir, "tokenizer"))
+    path = export_tokenizer(state, config, args.export or os.path.join(args.workdir, "tokenizer"))
     print(f"trained to step {int(state.step)}; metrics in {args.workdir}/metrics.jsonl; "
           f"tokenizer exported to {path}")
     return 0

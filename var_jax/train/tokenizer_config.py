@@ -21,9 +21,10 @@ class TokenizerLossConfig:
     l1_weight: float = 1.0            # mean |x - x'|
     l2_weight: float = 1.0            # mean (x - x')^2
     vq_weight: float = 1.0            # the model's VQ loss (codebook + beta * commitment)
-    perceptual_weight: float = 0.0    # LPIPS; needs `perceptual_weights`
-    perceptual_weights: tuple[str, ...] = ()   # VGG16 + LPIPS head files (.pth / .npz), never
-                                      # downloaded; see var_jax.nn.perceptual for the key names
+    perceptual_weight: float = 0.0    # LPIPS, on only when `perceptual_weights` names files
+    perceptual_weights: tuple[str, ...] = ()   # VGG16 + LPIPS head files (.pth / .npz; a string
+                                      # is split at commas), never downloaded; key names in
+                                      # var_jax.nn.perceptual
     disc_weight: float = 0.0          # GAN generator loss weight (x the adaptive weight); 0: no GAN
     disc_start: int = 0               # step from which the discriminator trains and is used
     adaptive_weight_max: float = 1e4  # clip of ||grad rec|| / ||grad gen|| at the last layer
@@ -34,21 +35,19 @@ class TokenizerLossConfig:
                                       # weight's gradient norms are taken at (must emit the recon)
 
     def __post_init__(self):
-        object.__setattr__(self, "perceptual_weights", tuple(self.perceptual_weights))
+        files = self.perceptual_weights
+        files = [f for f in files.split(",") if f] if isinstance(files, str) else files
+        object.__setattr__(self, "perceptual_weights", tuple(files))
         object.__setattr__(self, "last_layer", tuple(self.last_layer))
         for name in ("l1_weight", "l2_weight", "vq_weight", "perceptual_weight", "disc_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TokenizerLossConfig.{name}={getattr(self, name)} must be >= 0.")
-        if self.perceptual_weight > 0 and not self.perceptual_weights:
-            raise ValueError("TokenizerLossConfig.perceptual_weight > 0 needs perceptual_weights: "
-                             "the VGG16 and LPIPS head files (nothing is downloaded); or set "
-                             "perceptual_weight=0.")
         if self.disc_start < 0:
             raise ValueError(f"TokenizerLossConfig.disc_start={self.disc_start} must be >= 0.")
 
     @property
     def perceptual(self) -> bool:
-        return self.perceptual_weight > 0
+        return self.perceptual_weight > 0 and bool(self.perceptual_weights)
 
     @property
     def gan(self) -> bool:

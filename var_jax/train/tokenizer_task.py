@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 
 import flax.linen as nn
 import jax
@@ -19,6 +20,7 @@ from var_jax.train.loop import Task
 from var_jax.train.optimizer import make_optimizer
 from var_jax.train.tokenizer_config import TokenizerTrainConfig
 
+log = logging.getLogger(__name__)
 CODEBOOK_PATH = ("quantize", "embedding")   # the (V, C) codebook inside the VQVAE params
 sg = jax.lax.stop_gradient
 
@@ -53,11 +55,35 @@ class TokenizerTask(Task):
         self.disc = PatchDiscriminator(loss.disc_channels, loss.disc_layers,
                                        loss.disc_norm_groups) if loss.gan else None
         self.lpips = LPIPS() if loss.perceptual else None
+        if loss.perceptual_weight > 0 and not loss.perceptual:
+            log.warning("perceptual loss off: perceptual_weight=%s but no weight files; set "
+                        "loss.perceptual_weights=/path/vgg16.pth,/path/lpips_vgg.pth to use it "
+                        "(nothing is downloaded).", loss.perceptual_weight)
         self.lr = None
         if loss.gan and loss.disc_start >= config.loop.total_steps:
             raise ValueError(f"loss.disc_start={loss.disc_start} is not before loop.total_steps="
                              f"{config.loop.total_steps}: the GAN would never run; lower "
                              "disc_start or set disc_weight=0.")
+
+    @functools.cached_property
+    def flops_per_example(self) -> float:
+        """Model FLOPs of one training image (XLA's count of the forwards, x3 for the backward):
+        the VQ-VAE, the LPIPS pair if on, and three discriminator passes with a GAN."""
+        size, ch = self.config.vqvae.image_size, self.config.vqvae.in_channels
+        x = jax.ShapeDtypeStruct((1, size, size, ch), jnp.float32)
+        params = jax.eval_shape(self.init_params, jax.random.key(0))
+
+        def flops(fn, *args) -> float:
+            cost = jax.jit(fn).lower(*args).cost_analysis()
+            return float((cost or {}).get("flops", 0.0))
+
+        total = flops(lambda p, x: self.vqvae.apply({"params": p}, x)["recon"], params["vqvae"], x)
+        if self.lpips is not None:
+            total += flops(lambda p, x: self.lpips.apply({"params": p}, x, x),
+                           lpips_abstract_params(), x)
+        if self.disc is not None:
+            total += 3 * flops(lambda p, x: self.disc.apply({"params": p}, x), params["disc"], x)
+        return 3.0 * total
 
     # ---------------------------------------------------------------- params, optimizer, state
     def init_params(self, rng):
