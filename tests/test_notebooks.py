@@ -1,4 +1,4 @@
-"""Every Colab notebook runs top to bottom on CPU in smoke mode (local fixture weights, tiny training)."""
+"""Every Colab notebook runs top to bottom on CPU in smoke mode (fixture weights, tiny training)."""
 import os
 import pathlib
 

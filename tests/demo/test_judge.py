@@ -59,7 +59,7 @@ def test_frechet_distance_separates_real_from_noise(digits, judge):
     real_real = frechet_distance(judge.features(px[:half]), judge.features(px[half:]))
     noise = np.random.default_rng(1).uniform(0, 16, px[half:].shape)
     real_noise = frechet_distance(judge.features(px[:half]), judge.features(noise))
-    assert 0 <= real_real < 0.1 * real_noise, f"real-real {real_real:.3f}, real-noise {real_noise:.3f}"
+    assert 0 <= real_real < 0.1 * real_noise, f"real-real {real_real:.3f}, noise {real_noise:.3f}"
     assert frechet_distance(judge.features(px), judge.features(px)) == pytest.approx(0, abs=1e-4)
 
 

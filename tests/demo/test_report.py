@@ -23,14 +23,14 @@ def test_settings_scales_and_sources():
 def test_report_lines():
     scores = Scores(class_agreement=0.934, per_class_agreement=(1.0,) * 9 + (math.nan,),
                     heldout_accuracy=0.97, frechet=3.14159, num_samples=90)
-    stages = [StageSummary("tokenizer", 400, 0.0, reused=True),
-              StageSummary("transformer", 1000, 123.4, reused=False)]
+    stages = [StageSummary("tokenizer", 400, 0.0, reused=True, final_loss=0.1),
+              StageSummary("transformer", 1000, 123.4, reused=False, final_loss=2.0)]
     text = format_report(scores, reference_frechet=0.5, stages=stages, sampling="cfg 2.0",
                          outputs={"samples": "/x/samples.png"}, total_seconds=200.0)
     lines = text.splitlines()
     for want in ("class agreement: 93.4%", "held-out accuracy: 97.0%", "Fréchet distance: 3.14",
-                 "tokenizer: 400 steps, reused from the work dir",
-                 "transformer: 1000 steps, trained in 123 s", "wrote samples: /x/samples.png"):
+                 "tokenizer: 400 steps, reused from the work dir; final loss 0.100",
+                 "transformer: 1000 steps, trained in 123 s; final loss 2.000", "wrote samples: /x/samples.png"):
         assert want in lines, text
     assert "9:n/a" in text
     no_judge = format_report(None, reference_frechet=None, stages=stages, sampling="cfg 2.0",

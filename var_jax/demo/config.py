@@ -1,4 +1,4 @@
-"""The demo's settings: a small tokenizer and VAR on upscaled digits, as the real trainers' configs."""
+"""The demo's settings: a small tokenizer and VAR on upscaled digits, as the trainers' configs."""
 from __future__ import annotations
 
 import dataclasses

@@ -22,13 +22,14 @@ def to_judge_pixels(imgs_BHWC, value_range: tuple[float, float] = (-1.0, 1.0)) -
         raise ValueError(f"expected images (B, H, W, C) or (B, H, W), got shape {imgs.shape}.")
     b, h, w, _ = imgs.shape
     if h % JUDGE_SIDE or w % JUDGE_SIDE:
-        raise ValueError(f"image side {h}x{w} is not a multiple of {JUDGE_SIDE}; the judge area-pools "
-                         f"to {JUDGE_SIDE}x{JUDGE_SIDE}, so use e.g. 16, 32 or 64 pixels.")
+        raise ValueError(f"image side {h}x{w} is not a multiple of {JUDGE_SIDE}; the judge "
+                         f"area-pools to {JUDGE_SIDE}x{JUDGE_SIDE}, so use e.g. 16, 32 or 64 px.")
     lo, hi = value_range
     if not hi > lo:
         raise ValueError(f"value_range={value_range} must be (black, white) with white > black.")
     grey_BHW = imgs.mean(-1)
-    pooled = grey_BHW.reshape(b, JUDGE_SIDE, h // JUDGE_SIDE, JUDGE_SIDE, w // JUDGE_SIDE).mean((2, 4))
+    n = JUDGE_SIDE
+    pooled = grey_BHW.reshape(b, n, h // n, n, w // n).mean((2, 4))
     return np.clip((pooled - lo) / (hi - lo) * JUDGE_MAX, 0.0, JUDGE_MAX).reshape(b, -1)
 
 
@@ -132,6 +133,7 @@ def score_samples(judge: DigitsJudge, sample_pixels_B64: np.ndarray, asked_B: np
         class_agreement=float(hit_B.mean()),
         per_class_agreement=per_class,
         heldout_accuracy=judge.accuracy(real_pixels_N64, real_labels_N),
-        frechet=frechet_distance(judge.features(sample_pixels_B64), judge.features(real_pixels_N64)),
+        frechet=frechet_distance(judge.features(sample_pixels_B64),
+                                 judge.features(real_pixels_N64)),
         num_samples=int(len(asked_B)),
     )

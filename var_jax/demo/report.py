@@ -17,7 +17,7 @@ class StageSummary:
     steps: int
     seconds: float         # wall time of this run's training (0 when reused)
     reused: bool           # found finished in the work dir, not trained again
-    detail: str = ""       # e.g. the final loss
+    final_loss: float      # training loss of the last logged interval
 
 
 def _pct(x: float) -> str:
@@ -31,7 +31,7 @@ def format_report(scores: Scores | None, *, reference_frechet: float | None,
     lines = ["", "== var-jax demo report =="]
     for st in stages:
         how = "reused from the work dir" if st.reused else f"trained in {st.seconds:.0f} s"
-        lines.append(f"{st.name}: {st.steps} steps, {how}" + (f"; {st.detail}" if st.detail else ""))
+        lines.append(f"{st.name}: {st.steps} steps, {how}; final loss {st.final_loss:.3f}")
     if scores is None:
         lines.append(f"sampling: {sampling} (no judge: it knows the digits only)")
     else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -38,6 +39,13 @@ def _finished_steps(directory: str) -> int | None:
         return ckpt.latest_step()
 
 
+def _summary(name: str, workdir: str, steps: int, seconds: float, reused: bool) -> StageSummary:
+    """The stage's line of the report; the loss is the last row of its metrics.jsonl."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        losses = [row["loss"] for row in map(json.loads, f) if "loss" in row]
+    return StageSummary(name, steps, seconds, reused, final_loss=losses[-1])
+
+
 def train_tokenizer(settings: DemoSettings, run_dir: str) -> tuple[str, StageSummary]:
     """Train (or resume, or reuse) the tokenizer; returns its exported weights dir."""
     from var_jax.train.loop import train_and_evaluate
@@ -48,12 +56,12 @@ def train_tokenizer(settings: DemoSettings, run_dir: str) -> tuple[str, StageSum
     workdir, export_dir = os.path.join(run_dir, "tokenizer_run"), os.path.join(run_dir, "tokenizer")
     steps = config.loop.total_steps
     if is_converted_dir(export_dir) and _finished_steps(workdir) == steps:
-        return export_dir, StageSummary("tokenizer", steps, 0.0, reused=True)
+        return export_dir, _summary("tokenizer", workdir, steps, 0.0, reused=True)
     _banner(f"1/3 training the tokenizer ({steps} steps) in {workdir}")
     t0 = time.perf_counter()
     state = train_and_evaluate(config, workdir, TokenizerTask(config))
     export_tokenizer(state, config, export_dir)
-    return export_dir, StageSummary("tokenizer", steps, time.perf_counter() - t0, reused=False)
+    return export_dir, _summary("tokenizer", workdir, steps, time.perf_counter() - t0, False)
 
 
 def train_transformer(settings: DemoSettings, run_dir: str, tokenizer_dir: str):
@@ -70,7 +78,7 @@ def train_transformer(settings: DemoSettings, run_dir: str, tokenizer_dir: str):
     t0 = time.perf_counter()
     state = train_and_evaluate(config, workdir, VARTask(config))   # restores when finished
     seconds = 0.0 if reused else time.perf_counter() - t0
-    return state.eval_params, StageSummary("transformer", steps, seconds, reused=reused)
+    return state.eval_params, _summary("transformer", workdir, steps, seconds, reused)
 
 
 def per_scale_images(vae_params, vae_cfg, idx_BL: np.ndarray) -> np.ndarray:
