@@ -44,6 +44,8 @@ def test_bad_pairing_of_configs_is_refused():
         dataclasses.replace(tiny_var_config(), vae=dataclasses.replace(TINY_VAE, vocab_size=16))
     with pytest.raises(ValueError, match="data.image_size=32 differs"):
         dataclasses.replace(tiny_var_config(), data=DataConfig(source="digits", image_size=32))
+    with pytest.raises(ValueError, match=r"labels \[7\] are outside \[0, 3\]"):
+        dataclasses.replace(tiny_var_config(), sample_classes=(1, 7))
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,7 @@ def test_images_and_pre_tokenized_batches_give_the_same_loss(tiny_run):
     assert float(metrics["loss_mean"]) == pytest.approx(float(value), rel=1e-6)
 
 
+@pytest.mark.slow   # 150 real steps plus the step's compilation
 def test_a_few_hundred_steps_learn_the_class_to_token_map(tiny_run):
     """A real run: tokens are a fixed function of the class, so the loss can fall far below
     ln(V); the step also reports grad norm and lr."""
@@ -106,3 +109,13 @@ def test_a_few_hundred_steps_learn_the_class_to_token_map(tiny_run):
     assert first > 3.0 and last < 0.5 * first, (first, last)
     assert float(metrics["grad_norm"]) > 0 and float(metrics["lr"]) > 0
     assert 0.0 <= float(metrics["acc_tail"]) <= 1.0
+
+
+def test_sample_hook_gives_one_image_per_class_in_unit_range(tiny_run):
+    task, state, mesh, _ = tiny_run
+    with sharding.activate(mesh):
+        images = task.sample(state, jax.random.key(0))
+        again = task.sample(state, jax.random.key(0))
+    chex.assert_shape(images, (2, TINY_VAE.image_size, TINY_VAE.image_size, 3))
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    np.testing.assert_array_equal(images, again)

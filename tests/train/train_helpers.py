@@ -38,7 +38,8 @@ def tiny_var_config(**loop):
         var=TINY_VAR, vae=TINY_VAE,
         loop=LoopConfig(**{"global_batch": 8, "total_steps": 200, **loop}),
         optim=OptimConfig(base_lr=0.1, warmup_steps=10, wpe=0.1),
-        data=DataConfig(source="digits", image_size=TINY_VAE.image_size))
+        data=DataConfig(source="digits", image_size=TINY_VAE.image_size),
+        sample_classes=(0, 3), sample_top_k=5)
 _lp = nn.with_logical_partitioning
 
 

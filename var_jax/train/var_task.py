@@ -34,6 +34,7 @@ class VARTrainConfig:
     prog_fraction: float = 0.0        # "pg": progressive training over this fraction of steps
     prog_first_scale: int = 4         # "pg0": the last scale trained on at the start
     sample_classes: tuple[int, ...] = tuple(range(8))   # one image each in the sample grids
+                                                        # (() = none)
     sample_cfg: float = 1.5
     sample_top_k: int = 900
     sample_top_p: float = 0.96
@@ -43,6 +44,7 @@ class VARTrainConfig:
         if self.vae.image_size != self.data.image_size:
             raise ValueError(f"data.image_size={self.data.image_size} differs from the tokenizer's "
                              f"image_size={self.vae.image_size}; make them equal.")
+        self.var.check_labels(np.asarray(self.sample_classes, np.int32), allow_null=False)
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.prog_fraction <= 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 1) and "
                              f"prog_fraction={self.prog_fraction} in [0, 1].")
@@ -189,11 +191,12 @@ class VARTask(Task):
         if not cfg.sample_classes:
             return None
         opts = sampling.SamplerOptions(cfg.sample_top_k, cfg.sample_top_p)
-        labels_B = jnp.asarray(cfg.var.check_labels(np.asarray(cfg.sample_classes)))
-        keys_B = sampling.per_image_keys(rng, labels_B.shape[0])
+        labels_B = cfg.var.check_labels(np.asarray(cfg.sample_classes))
+        # host numpy inputs: the same on every host, so they enter the jit replicated
+        key_data = np.asarray(jax.random.key_data(sampling.per_image_keys(rng, len(labels_B))))
         with nn.logical_axis_rules(()):   # a few images: no activation sharding constraints
             return _sample_fn(cfg.var, cfg.vae, opts)(state.eval_params, state.frozen, labels_B,
-                                                      keys_B, jnp.float32(cfg.sample_cfg))
+                                                      key_data, np.float32(cfg.sample_cfg))
 
 
 @functools.lru_cache(maxsize=4)
@@ -201,8 +204,8 @@ def _sample_fn(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts):
     """The sampler compiled for whatever shardings the params have (e.g. FSDP over the mesh)."""
     from var_jax import sampling
 
-    def program(var_params, vae_params, labels_B, keys_B, cfg_scale):
+    def program(var_params, vae_params, labels_B, key_data_B, cfg_scale):
         f_hat, _ = sampling.generate_fhat(var_params, vae_params, var_cfg, vae_cfg, labels_B,
-                                          keys_B, cfg_scale, opts)
+                                          jax.random.wrap_key_data(key_data_B), cfg_scale, opts)
         return sampling.decode_to_unit(vae_params, vae_cfg, f_hat)
     return jax.jit(program)
