@@ -1,5 +1,6 @@
 """Shared by the tokenizer-training tests: a tiny VQ-VAE config, task and state builders, an
 in-memory resumable image stream, and (run as a script) the interrupted-and-resumed runs."""
+import dataclasses
 import json
 import os
 import sys
@@ -8,6 +9,7 @@ import jax
 import numpy as np
 
 from var_jax.configs import VQVAEConfig
+from var_jax.sharding import MeshConfig
 from var_jax.train.input import DataConfig
 from var_jax.train.loop import LoopConfig
 from var_jax.train.state import TrainState
@@ -76,11 +78,14 @@ class ImageStream:
 
 
 def resume_config():
-    """GAN from step 3, codebook upkeep every step, EMA: every piece of state a resume restores."""
+    """GAN from step 3, codebook upkeep every step, EMA, cosine lookup: every piece of state a
+    resume restores; on a data=2 x fsdp=4 mesh of 8 (fake) devices."""
     return TokenizerTrainConfig(
-        vqvae=VQ, loop=LoopConfig(global_batch=4, total_steps=RESUME_STEPS, log_every=1,
-                                  checkpoint_every=2, async_checkpoint=False, ema_decay=0.5,
-                                  tensorboard=False, progress_bar=False),
+        vqvae=dataclasses.replace(VQ, using_znorm=True),
+        loop=LoopConfig(global_batch=8, total_steps=RESUME_STEPS, log_every=1,
+                        checkpoint_every=2, async_checkpoint=False, ema_decay=0.5,
+                        tensorboard=False, progress_bar=False),
+        mesh=MeshConfig(data=2, fsdp=4),
         data=DataConfig(source="digits", image_size=VQ.image_size),
         loss=TokenizerLossConfig(**GAN, disc_start=2),
         codebook=CodebookConfig(dead_window=1, check_every=1))
@@ -113,7 +118,11 @@ def run_interrupted_and_straight(root: str) -> None:
         np.savez(os.path.join(root, f"{name}_state.npz"), **flat)
     export_tokenizer(straight, cfg, os.path.join(root, "export"))
     export_tokenizer(straight, cfg, os.path.join(root, "export"))   # a re-export replaces it
-    print(json.dumps({"ok": True}))
+    specs = {name: str(leaf.sharding.spec) for name, leaf in (
+        ("codebook", straight.params["vqvae"]["quantize"]["embedding"]),
+        ("decoder_conv_in", straight.params["vqvae"]["decoder"]["conv_in"]["kernel"]),
+        ("disc_conv_2", straight.params["disc"]["conv_2"]["kernel"]))}
+    print(json.dumps({"devices": jax.device_count(), "specs": specs}))
 
 
 if __name__ == "__main__":

@@ -308,9 +308,16 @@ def export_tokenizer(state, config: TokenizerTrainConfig, directory: str) -> str
     from var_jax.weights.store import is_converted_dir, save_converted
 
     directory = os.path.abspath(directory)
-    if is_converted_dir(directory) and jax.process_index() == 0:
-        shutil.rmtree(directory)
+    params = state.eval_params["vqvae"]
+    # whole arrays on the host: the export must load on any device count, not the run's mesh
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+        params = multihost_utils.process_allgather(params, tiled=True)
+        if is_converted_dir(directory) and jax.process_index() == 0:
+            shutil.rmtree(directory)
         multihost_utils.sync_global_devices("var_jax_export_tokenizer")
-    return save_converted(directory, config.vqvae, state.eval_params["vqvae"])
+    else:
+        params = jax.device_get(params)
+        if is_converted_dir(directory):
+            shutil.rmtree(directory)
+    return save_converted(directory, config.vqvae, params)
