@@ -119,3 +119,16 @@ def test_sample_hook_gives_one_image_per_class_in_unit_range(tiny_run):
     chex.assert_shape(images, (2, TINY_VAE.image_size, TINY_VAE.image_size, 3))
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     np.testing.assert_array_equal(images, again)
+
+
+def test_a_trained_tokenizer_is_loaded_onto_the_frozen_shardings(tiny_run, tmp_path):
+    from var_jax.weights.store import save_converted
+
+    task, state, mesh, shardings = tiny_run
+    vae_params = jax.tree.map(lambda x: np.asarray(x) + 1.0, jax.device_get(state.frozen))
+    save_converted(tmp_path / "tok", TINY_VAE, vae_params)
+    cfg = dataclasses.replace(task.config, tokenizer=str(tmp_path / "tok"))
+    loaded = VARTask(cfg).load_frozen(shardings.frozen)
+    chex.assert_trees_all_equal(jax.device_get(loaded), vae_params)
+    assert jax.tree.leaves(loaded)[0].sharding == jax.tree.leaves(shardings.frozen)[0]
+    assert task.load_frozen(shardings.frozen) is None      # no tokenizer: keep the random one

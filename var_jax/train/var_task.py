@@ -123,8 +123,9 @@ class VARTask(Task):
         if self.config.tokenizer is None:
             return None
         from var_jax.convert import load_weights
-        _, params = load_weights(self.config.tokenizer, self.config.vae)
-        return jax.device_put(params, shardings)
+        _, params = load_weights(self.config.tokenizer, self.config.vae)   # numpy, every host
+        return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, x.__getitem__),
+                            params, shardings)
 
     # ---------------------------------------------------------------- loss
     def tokens(self, vae_params, batch):
