@@ -9,7 +9,10 @@ Model: exactly tiny_cpu.py's tokenizer (256 codes of width 16, scales 1,2,3,4,6,
 plugs into it. Losses: L1 + L2 + VQ; no GAN and no perceptual loss (digits need neither).
 Every 25 steps, codes no scale used for 50 steps, and codes a scale lacks when it used fewer
 than half its possible codes in that window (the 1x1..3x3 scales), are re-initialised.
-Expected on 2 shared CPU cores: RESULT
+Measured (300 steps, 2 CPU cores shared with other jobs: 2.3-8 s/step, about 20 minutes; an
+idle laptop is faster): eval L1 on clf_test 0.712 untrained -> 0.078 (step 100) -> 0.037
+(step 300), PSNR 7.7 -> 31.1 dB; distinct codes per eval batch of 32 at scales 1,2,3,4,6,8:
+8.5, 41, 68, 113, 112, 191 of 256 (codebook perplexity 7.4, 31, 48, 82, 72, 117).
 """
 import os
 
