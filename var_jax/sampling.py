@@ -80,7 +80,7 @@ def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConf
     cond_BD, cond_blocks = model.apply(vp, labels_2B, method=VAR.conditioning)
     x_BlC = model.apply(vp, cond_BD, method=VAR.embed_first)
     kv_caches = init_kv_cache(var_cfg, 2 * B)
-    codebook_VC = vae.apply(qp, method=VQVAE.codebook).astype(jnp.float32)
+    codebook_VC = jnp.asarray(vae.apply(qp, method=VQVAE.codebook), jnp.float32)
     last = var_cfg.patch_nums[-1]
     f_hat = jnp.zeros((B, last, last, var_cfg.vae_channels), jnp.float32)
     idx_list = []
