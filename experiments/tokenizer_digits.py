@@ -1,4 +1,4 @@
-"""Tokenizer for the digits demo: the small VQ-VAE of experiments/tiny_cpu.py, trained on CPU in minutes.
+"""Tokenizer for the digits demo: tiny_cpu.py's small VQ-VAE, trained on a CPU in minutes.
 
   var-jax train-tokenizer --config experiments/tokenizer_digits.py --workdir /tmp/tok_digits
   var-jax train --config experiments/tiny_cpu.py --workdir /tmp/var_digits \

@@ -1,4 +1,4 @@
-"""Codebook health: usage/perplexity, per-scale bookkeeping, and which codes get re-initialised with what."""
+"""Codebook health: usage/perplexity, per-scale bookkeeping, which codes are re-initialised with what."""
 import chex
 import jax
 import jax.numpy as jnp

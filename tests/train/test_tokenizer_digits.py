@@ -1,7 +1,6 @@
 """A real (small) tokenizer run on the digits: reconstruction error falls, no scale collapses."""
 import itertools
 import json
-import os
 
 import jax
 import numpy as np

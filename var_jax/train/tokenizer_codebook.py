@@ -1,4 +1,4 @@
-"""Codebook health: per-scale usage and perplexity, dead and starving codes, and their re-initialisation.
+"""Codebook health: per-scale usage and perplexity, dead and starving codes, their re-initialisation.
 
 Bookkeeping is one (K, V) int32 array `last_hit_KV`: the last step at which scale k chose code v.
 - A code is *dead* when no scale chose it for `window` steps.

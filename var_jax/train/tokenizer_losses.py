@@ -19,7 +19,9 @@ def reconstruction_losses(imgs_BHWC: jax.Array, recon_BHWC: jax.Array) -> dict[s
 
 def hinge_d_loss(logits_real: jax.Array, logits_fake: jax.Array) -> jax.Array:
     """Discriminator hinge loss: (mean relu(1 - D(x)) + mean relu(1 + D(x'))) / 2."""
-    return 0.5 * (jnp.mean(jax.nn.relu(1.0 - logits_real)) + jnp.mean(jax.nn.relu(1.0 + logits_fake)))
+    real = jnp.mean(jax.nn.relu(1.0 - logits_real))
+    fake = jnp.mean(jax.nn.relu(1.0 + logits_fake))
+    return 0.5 * (real + fake)
 
 
 def generator_loss(logits_fake: jax.Array) -> jax.Array:

@@ -150,7 +150,8 @@ class TokenizerTask(Task):
         W, from the recorded layer input and the losses' gradients w.r.t. the reconstruction."""
         if "h" not in captured:
             raise ValueError(f"loss.last_layer={self.config.loss.last_layer} is not a module path "
-                             "of the VQVAE; use the decoder's output conv, ('decoder', 'conv_out').")
+                             "of the VQVAE; use the decoder's output conv, "
+                             "('decoder', 'conv_out').")
         module, h, layer = captured["module"], sg(captured["h"]), sg(captured["params"])
 
         def layer_out(kernel):
