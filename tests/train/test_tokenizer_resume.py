@@ -19,26 +19,16 @@ TIMING = ("examples_per_s", "step_time_s", "mfu")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tokenizer_runs")
+def run_all(root):
     here = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}",
            "PYTHONPATH": os.pathsep.join([here, os.path.dirname(os.path.dirname(here))])}
     out = subprocess.run([sys.executable, os.path.join(here, "tokenizer_helpers.py"), str(root),
-                          str(tmp_path_factory.mktemp("xla_cache"))],
-                         env=env, capture_output=True, text=True, timeout=600)
+                          str(root / "xla_cache")], env=env, capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-5000:]
-    (root / "report.json").write_text(out.stdout.strip().splitlines()[-1])
-    return root
-
-
-def test_params_are_sharded_over_the_mesh(root):
-    report = json.loads((root / "report.json").read_text())
-    assert report["devices"] == 8
-    for name, spec in report["specs"].items():          # fsdp splits each one's largest dim
-        assert "fsdp" in spec, (name, spec)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def rows(workdir):
@@ -46,7 +36,7 @@ def rows(workdir):
         return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
 
 
-def test_resume_gives_identical_continuation(root):
+def check_resume(root):
     a, b = rows(root / "straight"), rows(root / "resumed")
     assert [r["step"] for r in b] == list(range(1, RESUME_STEPS + 1))
     assert a == b
@@ -59,7 +49,7 @@ def test_resume_gives_identical_continuation(root):
         np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
 
 
-def test_export_loads_as_converted_weights(root):
+def check_export(root):
     from var_jax.convert import load_weights
     from var_jax.vqvae import VQVAE
 
@@ -74,3 +64,11 @@ def test_export_loads_as_converted_weights(root):
     x = next(ImageStream(2, 0))["image"]
     idx = VQVAE(cfg.vqvae).apply({"params": params}, x, method=VQVAE.encode_indices)
     assert [i.shape for i in idx] == [(2, p * p) for p in VQ.patch_nums]
+
+
+def test_preempted_run_resumes_exactly_on_a_mesh_and_exports(tmp_path):
+    """One scenario (the runs are the expensive part): sharded params, identical continuation
+    after a preemption, and an export that loads on one device."""
+    check_sharded(run_all(tmp_path))
+    check_resume(tmp_path)
+    check_export(tmp_path)
