@@ -31,6 +31,12 @@ def run_all(root):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def check_sharded(report):
+    assert report["devices"] == 8
+    for name, spec in report["specs"].items():          # fsdp splits each one's largest dim
+        assert "fsdp" in spec, (name, spec)
+
+
 def rows(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
