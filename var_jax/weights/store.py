@@ -13,7 +13,11 @@ _PARAMS_DIR = "params"
 
 
 def save_converted(directory: str | os.PathLike, cfg: VQVAEConfig | VARConfig, params) -> str:
-    """Write `params` (Orbax) and `cfg` (JSON) under `directory`; returns the absolute path."""
+    """Write `params` (Orbax) and `cfg` (JSON) under `directory`; returns the absolute path.
+
+    Leaves are written as host numpy arrays, so the weights load on any device count.
+    """
+    import jax
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(os.fspath(directory))
@@ -22,7 +26,7 @@ def save_converted(directory: str | os.PathLike, cfg: VQVAEConfig | VARConfig, p
                               "or delete it first.")
     os.makedirs(directory, exist_ok=True)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(directory, _PARAMS_DIR), params)
+        ckptr.save(os.path.join(directory, _PARAMS_DIR), jax.tree.map(np.asarray, params))
     with open(os.path.join(directory, _CONFIG_FILE), "w") as f:
         json.dump(config_to_dict(cfg), f, indent=1)
     return directory
