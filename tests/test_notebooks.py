@@ -14,6 +14,7 @@ def test_every_notebook_is_tested():
     assert sorted(p.name for p in (REPO / "colab").glob("*.ipynb")) == sorted(NOTEBOOKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_smoke_mode(name, tmp_path, tmp_path_factory, monkeypatch):
     # The kernel inherits this process's environment: smoke mode, a scratch dir for outputs, and

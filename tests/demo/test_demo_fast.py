@@ -29,6 +29,7 @@ def _demo(workdir, env):
     return out.stdout
 
 
+@pytest.mark.slow
 def test_fast_demo_reports_writes_and_reuses(tmp_path, demo_env):
     stdout = _demo(tmp_path, demo_env)
     agreement = re.search(r"^class agreement: (\d+\.\d)%$", stdout, re.M)

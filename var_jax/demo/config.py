@@ -40,8 +40,14 @@ class DemoSettings:
 
 
 def demo_settings(*, fast: bool = False, seed: int = 0, image_size: int = 16) -> DemoSettings:
-    """The default demo (a few minutes on 2 CPU cores), or `fast`: a smoke run of a few steps
-    with even smaller models (quality not expected). image_size 32 or 64 gives more scales."""
+    """The default demo, or `fast`: a smoke run of a few steps with even smaller models (quality
+    not expected). image_size 32 or 64 gives more scales (and takes longer).
+
+    Measured (16px, seed 0, 2 CPU cores shared with other jobs, load ~12): 11 min wall, 6 min of
+    CPU; class agreement 99.0%, judge held-out accuracy 95.0%, Fréchet distance 1.04 (real
+    training digits: 0.20). 250 tokenizer + 400 transformer steps; 400 transformer steps at
+    base_lr 4e-3 already reach 97.5-99.5% agreement at cfg 1-4 (1000 steps: 98-100%).
+    """
     if image_size not in PATCH_NUMS:
         raise ValueError(f"image_size={image_size} has no demo scales; use one of "
                          f"{sorted(PATCH_NUMS)}.")
@@ -53,7 +59,7 @@ def demo_settings(*, fast: bool = False, seed: int = 0, image_size: int = 16) ->
                     num_classes=10, patch_nums=patch_nums, vocab_size=vqvae.vocab_size,
                     vae_channels=vqvae.z_channels, drop_path_rate=0.0)
     data = DataConfig(source="digits", image_size=image_size, eval_split=None, prefetch=1)
-    tok_steps, var_steps = (6, 6) if fast else (400, 1000)
+    tok_steps, var_steps = (6, 6) if fast else (250, 400)
 
     def loop(steps: int) -> LoopConfig:
         return LoopConfig(global_batch=64, total_steps=steps, seed=seed, log_every=min(50, steps),
@@ -69,7 +75,7 @@ def demo_settings(*, fast: bool = False, seed: int = 0, image_size: int = 16) ->
         codebook=CodebookConfig(dead_window=50, check_every=0 if fast else 25))
     transformer = VARTrainConfig(
         var=var, vae=vqvae, loop=loop(var_steps), data=data, mesh=MeshConfig(data=-1),
-        optim=OptimConfig(base_lr=2e-3, warmup_steps=min(50, var_steps // 5), wpe=0.1),
+        optim=OptimConfig(base_lr=4e-3, warmup_steps=min(50, var_steps // 5), wpe=0.1),
         sample_classes=())
     return DemoSettings(name=f"{'fast' if fast else 'default'}-{image_size}px-seed{seed}",
                         tokenizer=tokenizer, transformer=transformer,
