@@ -23,8 +23,9 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, tmp_path_factory, monkeypat
     monkeypatch.setenv("VAR_JAX_NOTEBOOK_OUT", str(tmp_path))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR",
-                           str(tmp_path_factory.getbasetemp().parent / "jax_cache"))
+        session = tmp_path_factory.getbasetemp()
+        session = session.parent if os.environ.get("PYTEST_XDIST_WORKER") else session
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(session / "jax_cache"))
     nb = nbformat.read(REPO / "colab" / name, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(REPO)}})

@@ -14,10 +14,11 @@ from var_jax.demo.run import BORDER, ZOOM
 @pytest.fixture(scope="module")
 def demo_env(tmp_path_factory):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    # One compilation cache for the session (shared with the notebook tests): compiled programs
-    # of identical configs are reused across processes.
-    env.setdefault("JAX_COMPILATION_CACHE_DIR",
-                   str(tmp_path_factory.getbasetemp().parent / "jax_cache"))
+    # One compilation cache for the session, shared by the xdist workers and the notebook tests:
+    # programs of identical configs compile once.
+    session = tmp_path_factory.getbasetemp()
+    session = session.parent if os.environ.get("PYTEST_XDIST_WORKER") else session
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(session / "jax_cache"))
     return env
 
 
