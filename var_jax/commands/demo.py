@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 HELP = ("Train a small tokenizer and VAR transformer on scikit-learn's bundled handwritten digits "
-        "(no download, ~5 min on 2 CPU cores), write a grid of samples per digit and a "
+        "(no download, about 5 minutes on 2 CPU cores), write a grid of samples per digit and a "
         "coarse-to-fine pyramid, and report how often a held-out classifier recognises the digit "
         "asked for. Re-running reuses what is already trained in --workdir.")
 
