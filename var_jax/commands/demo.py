@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
         jax.config.update("jax_compilation_cache_dir",
                           os.path.abspath(os.path.join(args.workdir, "jax_cache")))
     settings = demo_settings(fast=args.fast, seed=args.seed, image_size=args.image_size)
-    print(run_demo(settings, args.workdir, seed=args.seed).report)
+    print(run_demo(settings, args.workdir).report)
     return 0

@@ -18,9 +18,11 @@ BORDER = 2   # white pixels around every image in the PNGs
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
+    """What `run_demo` produced."""
+
     scores: Scores | None         # None when the data is not the digits (no judge)
     reference_frechet: float | None   # real training digits vs held-out real digits
-    stages: tuple[StageSummary, ...]
+    stages: list[StageSummary]
     report: str                   # the printed text
     outputs: dict                 # "samples", "pyramid" (and "scores") -> path written
 
@@ -103,9 +105,10 @@ def _for_png(imgs_NHW3: np.ndarray) -> np.ndarray:
     return np.pad(big, ((0, 0), (BORDER, BORDER), (BORDER, BORDER), (0, 0)), constant_values=1.0)
 
 
-def run_demo(settings: DemoSettings, workdir: str, seed: int = 0) -> DemoResult:
+def run_demo(settings: DemoSettings, workdir: str) -> DemoResult:
     """Train both models (reusing finished ones in `workdir`), sample a row per class, write the
-    grid and one sample's pyramid; on the digits, judge the samples. Returns the report."""
+    grid and one sample's pyramid; on the digits, judge the samples. The trainings' seed also
+    seeds the sampling and the judge."""
     import jax
 
     from var_jax import sample
@@ -118,7 +121,7 @@ def run_demo(settings: DemoSettings, workdir: str, seed: int = 0) -> DemoResult:
     tokenizer_dir, tok_stage = train_tokenizer(settings, run_dir)
     var_params, var_stage = train_transformer(settings, run_dir, tokenizer_dir)
     vae_cfg, vae_params = load_weights(tokenizer_dir)
-    var_cfg = settings.transformer.var
+    var_cfg, seed = settings.transformer.var, settings.transformer.loop.seed
 
     n = settings.samples_per_class
     _banner(f"3/3 sampling {n} images of every class (cfg {settings.cfg}, top-k "
@@ -135,15 +138,15 @@ def run_demo(settings: DemoSettings, workdir: str, seed: int = 0) -> DemoResult:
         "pyramid": write_grid_png(_for_png(pyramid_KHW3), os.path.join(run_dir, "pyramid.png"),
                                   cols=len(pyramid_KHW3)),
     }
-    stages = (tok_stage, var_stage)
+    stages = [tok_stage, var_stage]
     sampling = f"cfg {settings.cfg}, top-k {settings.top_k}, top-p {settings.top_p}"
     scores = reference = None
     if settings.transformer.data.source == "digits":
         scores, reference = judge_digits(imgs_BHW3, asked_B, vae_cfg.image_size, seed)
         outputs["scores"] = os.path.join(run_dir, "scores.json")
         write_scores_json(outputs["scores"], scores, reference_frechet=reference,
-                          stages=list(stages), total_seconds=time.perf_counter() - t_start)
-    report = format_report(scores, reference_frechet=reference, stages=list(stages),
+                          stages=stages, total_seconds=time.perf_counter() - t_start)
+    report = format_report(scores, reference_frechet=reference, stages=stages,
                            sampling=sampling, outputs=outputs,
                            total_seconds=time.perf_counter() - t_start)
     return DemoResult(scores, reference, stages, report, outputs)
