@@ -173,10 +173,10 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
     """
     loop: LoopConfig = config.loop
     workdir = epath.Path(workdir)
-    is_main = jax.process_index() == 0
 
     # ------------------------------------------------------------------------------------- mesh
-    sharding.maybe_initialize_distributed(loop.multihost)
+    sharding.maybe_initialize_distributed(loop.multihost)   # before any other JAX call
+    is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if loop.global_batch % (shards * loop.grad_accum):

@@ -97,7 +97,8 @@ class VARTask(Task):
         self.config = config
         self.model, self.vae = VAR(config.var), VQVAE(config.vae)
         self.flops_per_example = var_train_flops(config.var)
-        self._scale_L = jnp.asarray(scale_of_token(config.var.patch_nums))
+        # numpy, not jnp: no JAX call before train_and_evaluate's jax.distributed.initialize()
+        self._scale_L = np.asarray(scale_of_token(config.var.patch_nums))
         self.lr = None
 
     # ---------------------------------------------------------------- model, optimizer, frozen
