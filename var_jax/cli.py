@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib
 import logging
 import os
@@ -27,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_backends() -> None:
-    """Silence TensorFlow's C++ logs, the TPU runtime's probe of a machine without TPUs (both
-    read TF_CPP_MIN_LOG_LEVEL) and absl's INFO lines; a value already set is kept."""
+    """Silence TensorFlow's C++ logs, the TPU runtime's probe of a machine that has no TPU chips
+    (no /dev/accel* or /dev/vfio) and absl's INFO lines; variables already set are kept."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not glob.glob("/dev/accel*") and not os.path.exists("/dev/vfio"):
+        os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     logging.getLogger("absl").setLevel(logging.WARNING)
 
 
