@@ -124,7 +124,11 @@ class VARTask(Task):
         if self.config.tokenizer is None:
             return None
         from var_jax.convert import load_weights
-        _, params = load_weights(self.config.tokenizer, self.config.vae)   # numpy, every host
+        cfg, params = load_weights(self.config.tokenizer, "vae", self.config.vae.patch_nums,
+                                   flag="tokenizer=")   # numpy, every host
+        if cfg != self.config.vae:
+            raise ValueError(f"tokenizer={self.config.tokenizer} holds {cfg}, but the config's "
+                             f"vae is {self.config.vae}; make them equal.")
         return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, x.__getitem__),
                             params, shardings)
 
