@@ -7,7 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from var_jax.configs import (PATCH_NUMS_256, PATCH_NUMS_512, VARConfig, VQVAEConfig)
+from var_jax.configs import (ADALN_GAMMA_INIT, DEFAULT_ADALN_GAMMA_INIT, PATCH_NUMS_256,
+                             PATCH_NUMS_512, VARConfig, VQVAEConfig)
 from var_jax.weights.store import is_converted_dir, load_converted, save_converted
 from var_jax.weights.torch_zip import (CorruptCheckpointError, UnsafeCheckpointError,
                                        load_torch_state_dict)
@@ -89,7 +90,8 @@ def infer_config(sd: dict[str, np.ndarray], *, image_size: int | None = None,
             vocab_size=int(sd["head.weight"].shape[0]),
             vae_channels=int(sd["word_embed.weight"].shape[1]),
             mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / width,
-            shared_aln="shared_ada_lin.1.weight" in sd, attn_l2_norm=l2)
+            shared_aln="shared_ada_lin.1.weight" in sd, attn_l2_norm=l2,
+            adaln_gamma_init=ADALN_GAMMA_INIT.get(depth, DEFAULT_ADALN_GAMMA_INIT))
     raise ValueError("unrecognised state dict: neither a VAR tokenizer (quantize.embedding.weight) "
                      "nor a VAR transformer (class_emb.weight).")
 
@@ -102,6 +104,9 @@ def load_weights(path: str | os.PathLike, cfg: VQVAEConfig | VARConfig | None = 
     """
     if is_converted_dir(path):
         stored_cfg, params = load_converted(path)
+        if isinstance(stored_cfg, VARConfig) and "blocks_0" in params:   # converted per block
+            from var_jax.weights.var_keys import stack_blocks
+            params = stack_blocks(params)
         if cfg is not None and cfg != stored_cfg:
             raise ValueError(f"{path} was converted with {stored_cfg}, not the requested {cfg}.")
         return stored_cfg, params
