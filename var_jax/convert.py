@@ -12,9 +12,9 @@ from var_jax.configs import (ADALN_GAMMA_INIT, DEFAULT_ADALN_GAMMA_INIT, PATCH_N
                              PATCH_NUMS_512, VARConfig, VQVAEConfig)
 from var_jax.weights.runs import is_run_dir, load_run
 from var_jax.weights.store import is_converted_dir, load_converted, save_converted
-from var_jax.weights.var_keys import stack_blocks
 from var_jax.weights.torch_zip import (CorruptCheckpointError, UnsafeCheckpointError,
                                        load_torch_state_dict)
+from var_jax.weights.var_keys import stack_blocks
 
 __all__ = [
     "CorruptCheckpointError", "UnsafeCheckpointError", "infer_config", "load_converted",
