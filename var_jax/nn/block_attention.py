@@ -28,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from var_jax.configs import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
+
 log = logging.getLogger(__name__)
 
-IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "chunked")
 SPLASH_BLOCK = 128   # splash-attention tile (q and kv); sequences are padded to a multiple
 CPU_DEFAULT = "chunked"   # measured faster than "xla" on CPU (README, "Attention")
 
