@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from jax.experimental import topologies  # noqa: E402
 
 from var_jax import sharding  # noqa: E402
-from var_jax.configs import VARConfig  # noqa: E402
+from var_jax.configs import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES, VARConfig  # noqa: E402
 from var_jax.train.experiment import load_experiment  # noqa: E402
 from var_jax.train.loop import compile_train_step, state_initializer  # noqa: E402
 from var_jax.train.var_task import VARTask, var_train_flops  # noqa: E402
@@ -48,7 +48,6 @@ from var_jax.train.var_task import VARTask, var_train_flops  # noqa: E402
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent
 PRESETS = {"d16": "var_d16_256.py", "d20": "var_d20_256.py", "d24": "var_d24_256.py",
            "d30": "var_d30_256.py", "d36": "var_d36_512.py"}
-REMAT_POLICIES = ("none", "dots", "full")
 GiB = 2 ** 30
 
 
@@ -108,15 +107,6 @@ def parse_mesh(text: str | None, default: sharding.MeshConfig) -> sharding.MeshC
     if len(parts) != 3:
         raise ValueError(f"--mesh {text!r} must be data,fsdp,tensor sizes, e.g. 1,64,1 or 2,-1,1.")
     return sharding.MeshConfig(*(int(p) for p in parts))
-
-
-def with_remat(cfg: VARConfig, policy: str) -> VARConfig:
-    if "remat" in {f.name for f in dataclasses.fields(VARConfig)}:
-        return dataclasses.replace(cfg, remat=policy)
-    if policy != "none":
-        raise ValueError(f"--remat {policy}: this var_jax has no VARConfig.remat (no "
-                         "rematerialised block stack); use --remat none.")
-    return cfg
 
 
 def memory_row(compiled) -> dict:
@@ -200,7 +190,7 @@ def compile_train(train_cfg, devices, mesh_cfg, batch: int, chip: Chip) -> dict:
     var_cfg, tensor = train_cfg.var, mesh.shape["tensor"]
     heads = var_cfg.num_heads // tensor if var_cfg.num_heads % tensor == 0 else var_cfg.num_heads
     row["kernel_flops"] = (splash_train_flops(var_cfg, batch // shards, heads,
-                                              getattr(var_cfg, "remat", "none"))
+                                              var_cfg.remat)
                            if "tpu_custom_call" in lowered.as_text() else 0.0)
     step_s = max((row["flops"] + row["kernel_flops"]) / chip.peak_flops,
                  row["bytes_accessed"] / chip.hbm_bandwidth)
@@ -246,6 +236,8 @@ def main(argv=None) -> int:
     p.add_argument("--remat", choices=REMAT_POLICIES, default=None,
                    help="remat policy (default: the first of none, dots, full that fits)")
     p.add_argument("--mesh", default=None, help="data,fsdp,tensor (default: the preset's, FSDP)")
+    p.add_argument("--attention", choices=ATTENTION_IMPLEMENTATIONS, default="auto",
+                   help="teacher-forcing attention (default auto: splash on TPU)")
     p.add_argument("--sampler", action="store_true", help="also compile the sampler")
     a = p.parse_args(argv)
 
@@ -257,12 +249,13 @@ def main(argv=None) -> int:
         raise ValueError(f"--batch {batch} must be >= 1.")
     mesh_cfg = parse_mesh(a.mesh, train_cfg.mesh)
     train_cfg = dataclasses.replace(
-        train_cfg, loop=dataclasses.replace(train_cfg.loop, global_batch=batch))
+        train_cfg, loop=dataclasses.replace(train_cfg.loop, global_batch=batch),
+        var=dataclasses.replace(train_cfg.var, attention=a.attention))
     base = {"preset": a.preset, "topology": a.topology, "global_batch": batch,
             "hbm_bytes": chip.hbm_bytes}
     for policy in [a.remat] if a.remat else REMAT_POLICIES:
-        cfg = dataclasses.replace(train_cfg, var=with_remat(train_cfg.var, policy))
-        row = {**base, "program": "train_step", "remat": policy}
+        cfg = dataclasses.replace(train_cfg, var=dataclasses.replace(train_cfg.var, remat=policy))
+        row = {**base, "program": "train_step", "remat": policy, "attention": a.attention}
         row.update(compile_train(cfg, devices, mesh_cfg, batch, chip))
         print(json.dumps(row), flush=True)
         if row["fits"]:
