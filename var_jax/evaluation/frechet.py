@@ -56,3 +56,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) \
         - 2.0 * trace_sqrt_product(sigma1, sigma2)
     return max(float(value), 0.0)    # identical statistics can round to a tiny negative
+
+
+def frechet_distance_of_features(feats_a_ND, feats_b_MD) -> float:
+    """frechet_distance between the Gaussians fitted to two feature sets (N, D) and (M, D)."""
+    return frechet_distance(*feature_statistics(feats_a_ND), *feature_statistics(feats_b_MD))

@@ -90,7 +90,7 @@ def params_from_torch(sd: dict) -> dict:
 
 def load_inception(path_or_state_dict) -> tuple[dict, str]:
     """(params, fingerprint) from the pytorch-fid `.pth` (read by our safe reader, never
-    unpickling code) or from a dict of numpy arrays with the same torch keys.
+    unpickling code), an `.npz` of its arrays, or a dict of numpy arrays with its torch keys.
 
     The fingerprint is the sha256 of the file (the released one starts with `RELEASED_SHA256`,
     the 8 hex digits in its name), or of the dict's arrays (`arrays_fingerprint`).
@@ -100,7 +100,13 @@ def load_inception(path_or_state_dict) -> tuple[dict, str]:
         fingerprint = arrays_fingerprint(sd)
     else:
         source = os.fspath(path_or_state_dict)
-        sd = load_torch_state_dict(source)
+        if source.endswith(".npz"):
+            if not os.path.isfile(source):
+                raise FileNotFoundError(f"no Inception weights at {source!r}")
+            with np.load(source, allow_pickle=False) as z:
+                sd = {k: z[k] for k in z.files}
+        else:
+            sd = load_torch_state_dict(source)
         fingerprint = path_fingerprint(source)
     check_state_dict(sd, source)
     return params_from_torch(sd), fingerprint
