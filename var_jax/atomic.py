@@ -54,3 +54,16 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_image(path: str | os.PathLike, pixels) -> None:
+    """uint8 pixels (H, W[, C]) as an image file, its format from the extension (.png, .jpg...)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fmt = Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower(), "PNG")
+    Image.fromarray(np.asarray(pixels)).save(buf, format=fmt)
+    write_bytes(path, buf.getvalue())

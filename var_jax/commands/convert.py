@@ -19,7 +19,9 @@ def run(args: argparse.Namespace) -> int:
     from var_jax.convert import infer_config, load_torch_state_dict, save_converted
     from var_jax.convert import var_params_from_torch, vqvae_params_from_torch
     from var_jax.configs import VQVAEConfig
+    from var_jax.outputs import check_output_dir
 
+    check_output_dir(args.out_dir, "OUT_DIR", empty=True)
     sd = load_torch_state_dict(args.checkpoint)
     patch_nums = tuple(int(p) for p in args.patch_nums.split(",")) if args.patch_nums else None
     cfg = infer_config(sd, image_size=args.image_size, patch_nums=patch_nums)

@@ -87,7 +87,8 @@ def enable_compile_cache(path: str) -> None:
 def save_grid(imgs_BHW3, path: str, nrow: int) -> None:
     """Images in [0, 1] -> one PNG, `nrow` per row, 2-pixel white gaps."""
     import numpy as np
-    from PIL import Image
+
+    from var_jax import atomic
 
     imgs = np.clip(np.round(np.asarray(imgs_BHW3) * 255.0), 0, 255).astype(np.uint8)
     B, H, W, _ = imgs.shape
@@ -98,15 +99,17 @@ def save_grid(imgs_BHW3, path: str, nrow: int) -> None:
     for i, img in enumerate(imgs):
         r, c = divmod(i, cols)
         grid[r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = img
-    Image.fromarray(grid).save(path)
+    atomic.write_image(path, grid)
 
 
 def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
+    from var_jax.outputs import check_output_file
     from var_jax.sampling import sample
 
+    check_output_file(args.out, "--out", image=True)
     check_batch(args.batch)
     if args.per_class < 1:
         raise ValueError(f"--per-class={args.per_class} must be >= 1.")
@@ -115,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ValueError(f"--classes must be comma separated integers, got {args.classes!r}."
                          ) from e
+    if not classes:
+        raise ValueError(f"--classes {args.classes!r} names no class ids; give at least one, "
+                         "e.g. --classes 207,360.")
     enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
     labels = var_cfg.check_labels(np.repeat(classes, args.per_class))
