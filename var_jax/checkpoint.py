@@ -52,6 +52,7 @@ class Checkpointer:
         self._ocp = ocp
         self._parent: str | None = None          # manifest hash the next save continues
         self._overrides: list[dict] = []         # recorded in the next manifest
+        self.restored_manifest: dict | None = None
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else keep, enable_async_checkpointing=async_save,
             cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
@@ -82,7 +83,7 @@ class Checkpointer:
         manifest = manifest_lib.build(
             "checkpoint", manifest_lib.array_entries(state), meta.get("config"),
             parent=self._parent, overrides=self._overrides, step=int(step),
-            data_sha256=manifest_lib.json_digest(data_state))
+            data_sha256=manifest_lib.json_digest(data_state), config_class=meta.get("config_class"))
         self._manager.save(step, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(state),
             DATA: ocp.args.JsonSave(data_state),
@@ -109,7 +110,7 @@ class Checkpointer:
 
         `target` is a pytree of `jax.ShapeDtypeStruct`s (or arrays) with the shardings wanted
         now: the arrays are read straight into them, so a checkpoint written on one mesh restores
-        onto another. The arrays and the data state are checked against the step's manifest:
+        onto another (None: as saved, on the default device). The arrays and the data state are checked against the step's manifest:
         a mismatch raises TamperedError naming the array and both hashes (allow_tampered: a
         warning, recorded in the next manifest). With `step` None, a damaged latest step (missing
         or unreadable files) is moved aside as `<step>.damaged` with a warning naming the damage,
@@ -142,14 +143,14 @@ class Checkpointer:
         ocp = self._ocp
         manifest = self.manifest(step)
         where = f"checkpoint step {step} in {self.directory}"
-        mismatch = manifest_lib.compare_shapes(manifest, target, where)
+        mismatch = [] if target is None else manifest_lib.compare_shapes(manifest, target, where)
         if mismatch:
             raise ValueError(f"{where} was written for a different model or state: "
                              f"{'; '.join(mismatch[:3])}"
                              f"{f' (and {len(mismatch) - 3} more)' if len(mismatch) > 3 else ''}. "
                              "Resume with the config it was trained with (config.json in the "
                              "work dir), or start a new --workdir.")
-        target = jax.tree.map(_abstract, target)
+        target = None if target is None else jax.tree.map(_abstract, target)
         missing = [f"{STATE}/_METADATA"] if not (self.directory / str(step) / STATE /
                                                  "_METADATA").exists() else []
         if missing:

@@ -5,7 +5,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("sample", "edit", "reconstruct", "convert", "train", "train-tokenizer", "demo")
+COMMANDS = ("sample", "edit", "reconstruct", "convert", "train", "train-tokenizer", "demo",
+            "verify")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE",
                         help="override a config field, e.g. --set loop.total_steps=100 "
                              "--set tokenizer=/weights/vae (repeatable)")
+    parser.add_argument("--allow-tampered", action="store_true",
+                        help="resume even if the checkpoint fails its sha256 manifest check "
+                             "(recorded in the next manifest)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume with a config other than the checkpoint's (recorded in "
+                             "the next manifest)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(config, VARTrainConfig):
         raise ValueError(f"{args.config} returns a {type(config).__name__}, not a VARTrainConfig; "
                          "tokenizer configs run with `var-jax train-tokenizer`.")
-    state = train_and_evaluate(config, args.workdir, VARTask(config))
+    state = train_and_evaluate(config, args.workdir, VARTask(config),
+                               allow_tampered=args.allow_tampered,
+                               allow_config_change=args.allow_config_change)
     print(f"trained to step {int(state.step)}; metrics in {args.workdir}/metrics.jsonl")
     return 0

@@ -22,12 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE",
                         help="override a config field, e.g. --set loop.total_steps=100 "
                              "--set loss.disc_weight=0.2 (repeatable)")
+    parser.add_argument("--allow-tampered", action="store_true",
+                        help="resume even if the checkpoint fails its sha256 manifest check "
+                             "(recorded in the next manifest)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume with a config other than the checkpoint's (recorded in "
+                             "the next manifest)")
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from var_jax.outputs import check_output_dir
     from var_jax.train.experiment import load_experiment, override
     from var_jax.train.loop import train_and_evaluate
     from var_jax.train.tokenizer_config import TokenizerTrainConfig
@@ -39,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(config, TokenizerTrainConfig):
         raise ValueError(f"{args.config} returns a {type(config).__name__}, not a "
                          "TokenizerTrainConfig; transformer configs run with `var-jax train`.")
-    state = train_and_evaluate(config, args.workdir, TokenizerTask(config))
+    if args.export:
+        check_output_dir(args.export, "--export")
+    state = train_and_evaluate(config, args.workdir, TokenizerTask(config),
+                               allow_tampered=args.allow_tampered,
+                               allow_config_change=args.allow_config_change)
     path = export_tokenizer(state, config, args.export or os.path.join(args.workdir, "tokenizer"))
     print(f"trained to step {int(state.step)}; metrics in {args.workdir}/metrics.jsonl; "
           f"tokenizer exported to {path}")

@@ -133,10 +133,11 @@ def state_initializer(task: Task, loop: LoopConfig, mesh):
 
 
 def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None, *,
-                 allow_tampered: bool = False):
+                 allow_tampered: bool = False, step: int | None = None):
     """(state, shardings, restored data-stream state or None, start step).
 
-    Resumes from the latest intact checkpoint of `ckpt` when there is one (arrays read straight
+    Resumes from checkpoint `step` of `ckpt`, by default the latest intact one when there is
+    one (arrays read straight
     into this mesh's shardings and checked against its manifest; see Checkpointer.restore);
     otherwise every array is created on its devices, already sharded.
     `frozen` is never restored: it comes from `task.load_frozen`, else `task.init_frozen`.
@@ -153,8 +154,13 @@ def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None, *,
                             out_shardings=shardings.replace(frozen=None))(key)
             state = state.replace(frozen=frozen)
     else:
-        start, restored, data_state, _ = ckpt.restore_latest(abstract.checkpointed(),
-                                                             allow_tampered=allow_tampered)
+        if step is None:
+            start, restored, data_state, _ = ckpt.restore_latest(abstract.checkpointed(),
+                                                                 allow_tampered=allow_tampered)
+        else:
+            start = step
+            restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step,
+                                                   allow_tampered=allow_tampered)
         if frozen is None:
             frozen = jax.jit(lambda k: nn.unbox(init_fn(k).frozen),
                              out_shardings=shardings.frozen)(key)
@@ -257,7 +263,8 @@ def _train(config, workdir: epath.Path, task: Task, streams: Streams, allow_tamp
             train_stream.set_state(data_state)
         info = ckpt_lib.provenance(seed=loop.seed, dataset=str(getattr(config, "data", None)))
         ckpt_lib.write_run_info(workdir, _config_dict(config), info)
-        meta = {"config": _config_dict(config), "provenance": info}
+        meta = {"config": _config_dict(config), "provenance": info,
+                "config_class": f"{type(config).__module__}.{type(config).__qualname__}"}
 
         # -------------------------------------------------------------------------- update step
         update = compile_train_step(task, state_sh, mesh)
