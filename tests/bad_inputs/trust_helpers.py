@@ -4,16 +4,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import sys
 
 import numpy as np
 
+from train_helpers import ToyConfig, ToyTask, toy_streams  # tests/train: see conftest.py
+
+from var_jax.train.loop import LoopConfig
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(TESTS, "train"))
-
-from train_helpers import ToyConfig, ToyTask, toy_streams  # noqa: E402
-
-from var_jax.train.loop import LoopConfig  # noqa: E402
 
 
 def toy_config(total_steps: int = 4, **loop) -> ToyConfig:
