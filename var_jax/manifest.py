@@ -143,18 +143,20 @@ def compare_arrays(manifest: Mapping, tree, where: str) -> list[str]:
 
 
 def compare_shapes(manifest: Mapping, target, where: str) -> list[str]:
-    """Lines naming each array whose shape or dtype in `manifest` differs from `target`'s."""
+    """Lines naming each array whose shape or dtype in `manifest` (written to `where`) differs
+    from `target`'s, params first."""
     expected = manifest.get("arrays", {})
     problems = []
-    for path, leaf in flatten(target).items():
-        e = expected.get(path)
+    leaves = flatten(target)
+    for path in sorted(leaves, key=lambda p: (not p.startswith("params/"), p)):
+        leaf, e = leaves[path], expected.get(path)
         want = (np.dtype(leaf.dtype).str, list(leaf.shape))
         if e is None:
             problems.append(f"{path} {tuple(leaf.shape)} is not in {where}")
         elif (e["dtype"], list(e["shape"])) != want:
-            problems.append(f"{path} is {tuple(e['shape'])} {np.dtype(e['dtype']).name} in "
-                            f"{where} but {tuple(leaf.shape)} {np.dtype(leaf.dtype).name} now")
-    extra = sorted(set(expected) - set(flatten(target)))
+            problems.append(f"{path} is {tuple(e['shape'])} {np.dtype(e['dtype']).name} there, "
+                            f"{tuple(leaf.shape)} {np.dtype(leaf.dtype).name} now")
+    extra = sorted(set(expected) - set(leaves))
     problems += [f"{path} of {where} has no place in the model now" for path in extra]
     return problems
 

@@ -390,3 +390,19 @@ def test_replay_reports_changed_code(run):
     report = replay(str(run), 2, config=cfg, task=ToyTask(cfg), streams=toy_streams())
     assert report.ok and "  changed: var_jax/train/loop.py" in report.code_difference
     assert "code differs:" in report.lines()
+
+
+def test_builtin_trainer_configs_rebuild_from_a_manifest():
+    import dataclasses
+
+    from train_helpers import tiny_var_config
+    from var_jax.train.experiment import load_experiment
+    from var_jax.train.replay import config_from_manifest
+
+    root = os.path.dirname(TESTS)
+    for cfg in (tiny_var_config(), load_experiment(os.path.join(root, "experiments",
+                                                                "tokenizer_digits.py"))):
+        cls = type(cfg)
+        manifest = {"config_class": f"{cls.__module__}.{cls.__qualname__}",
+                    "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
+        assert config_from_manifest(manifest) == cfg
