@@ -5,7 +5,7 @@ import argparse
 import os
 import time
 
-from var_jax.commands.sample import add_model_arguments
+from var_jax.commands.options import HelpFormatter, add_model_arguments
 
 HELP = "Sample N = per-class x classes images with the paper's protocol and score them."
 PROTOCOL = """\
@@ -30,7 +30,7 @@ features: --protocol tf resizes as the evaluator's TF graph (the paper's numbers
 pytorch-fid. The two differ slightly: compare FIDs only within one protocol."""
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _HelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each flag; the protocol epilog kept as written."""
 
 
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "XLA's float rounding depends on the shape")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(parser)
-    batch = next(a for a in parser._actions if a.dest == "batch")
+    batch = next(a for a in parser._actions if a.dest == "batch_size")
     batch.help = ("images per saved chunk (rounded up to a multiple of --device-batch x local "
                   "devices); how often progress is saved, it does not change the samples")
 
@@ -83,7 +83,7 @@ def _reference(args, params, image_size: int):
                                                     write_reference_npz)
 
     if args.reference.endswith(".npz"):
-        return read_reference_npz(args.reference, params, args.protocol, args.batch)
+        return read_reference_npz(args.reference, params, args.protocol, args.batch_size)
     cache = os.path.join(args.out, "reference_stats.npz")
     if not os.path.exists(cache):
         from var_jax.data.sources import parse_source
@@ -92,7 +92,7 @@ def _reference(args, params, image_size: int):
               f"{image_size} px) into {cache}", flush=True)
         write_reference_npz(cache, reference_from_source(
             args.reference, args.reference_split, image_size, params, args.protocol,
-            data_dir=args.data_dir, manual_dir=args.manual_dir, batch_size=args.batch))
+            data_dir=args.data_dir, manual_dir=args.manual_dir, batch_size=args.batch_size))
     return read_reference_npz(cache)
 
 
@@ -122,14 +122,14 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from var_jax.commands.sample import check_batch, enable_compile_cache, load_models
+    from var_jax.commands.options import check_positive, enable_compile_cache, load_models
     from var_jax.evaluation.atomic import atomic_json
     from var_jax.evaluation.fingerprint import path_fingerprint
     from var_jax.evaluation.sample_set import (SAMPLES_FILE, SampleSet, assemble,
                                                check_settings, position_labels)
     from var_jax.sampling import sample
 
-    check_batch(args.batch)
+    check_positive("--batch-size", args.batch_size)
     if args.device_batch < 1:
         raise ValueError(f"--device-batch={args.device_batch} must be >= 1.")
     if args.per_class < 1:
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     classes_N, index_N = position_labels(np.arange(var_cfg.num_classes), args.per_class)
     sample_set = SampleSet(args.out, classes_N, index_N, args.seed, sample_fn, features_fn)
     call = args.device_batch * jax.local_device_count()
-    new = sample_set.generate(args.batch, call, jax.process_index(), jax.process_count(),
+    new = sample_set.generate(args.batch_size, call, jax.process_index(), jax.process_count(),
                               progress=not args.no_progress)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
