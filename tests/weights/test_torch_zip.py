@@ -91,7 +91,7 @@ def test_storage_shorter_than_declared_is_refused(tmp_path):
 def test_non_tensor_entries_are_refused(tmp_path):
     path = tmp_path / "dict_of_ints.pth"
     _write_torch_zip(path, pickle.dumps({"epoch": 3}, protocol=2))
-    with pytest.raises(CorruptCheckpointError, match="'epoch' is a int, not a tensor"):
+    with pytest.raises(CorruptCheckpointError, match="'epoch' is an int, not a tensor"):
         load_torch_state_dict(path)
 
 

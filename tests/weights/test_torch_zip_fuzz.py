@@ -19,7 +19,7 @@ import pth_mutate
 from var_jax.weights.torch_zip import CheckpointFormatError, load_torch_state_dict
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "fixtures", "golden")
-CASES_PER_SEED = {"var_tiny_l2norm.pth": 2000, "var_tiny_saln.pth": 2000, "vae.pth": 200}
+CASES_PER_SEED = {"var_tiny_l2norm.pth": 2000, "var_tiny_saln.pth": 2000, "vae.pth": 100}
 CASE_SECONDS = 2.0
 
 

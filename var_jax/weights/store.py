@@ -50,11 +50,25 @@ def load_converted(directory: str | os.PathLike) -> tuple[VQVAEConfig | VARConfi
     with open(os.path.join(directory, _CONFIG_FILE)) as f:
         cfg = config_from_dict(json.load(f))
     with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(os.path.join(directory, _PARAMS_DIR))
-    return cfg, _as_numpy(params)
+        params = _as_numpy(ckptr.restore(os.path.join(directory, _PARAMS_DIR)))
+    _refuse_non_finite(params, directory)
+    return cfg, params
 
 
 def _as_numpy(tree):
     if isinstance(tree, dict):
         return {k: _as_numpy(v) for k, v in tree.items()}
     return np.asarray(tree)
+
+
+def _refuse_non_finite(params: dict, directory: str, path: str = "") -> None:
+    from var_jax.weights.strict import non_finite_summary
+
+    for k, v in params.items():
+        if isinstance(v, dict):
+            _refuse_non_finite(v, directory, f"{path}{k}/")
+        elif np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            raise ValueError(
+                f"{directory}: converted weight {path}{k} holds NaN/Inf "
+                f"({non_finite_summary(v)}): the files are damaged, or the weights came from a "
+                "training that diverged; convert the released .pth again.")

@@ -24,10 +24,13 @@ class CheckpointFormatError(ValueError):
 
 class UnsafeCheckpointError(CheckpointFormatError):
     """The checkpoint's pickle asks for a global or an operation outside the allow-list."""
+    advice = "Do not use this file; get the weights from their official source."
 
 
 class CorruptCheckpointError(CheckpointFormatError):
     """The file is not a readable, self-consistent PyTorch zip checkpoint."""
+    advice = ("Download the file again, or re-save it with "
+              "torch.save(model.state_dict(), path).")
 
 
 STORAGE_DTYPES = {
@@ -87,9 +90,14 @@ def describe(x: Any) -> str:
     """What a pickled value is, in a few words; never its repr (which could be huge or deep)."""
     if type(x) is TensorRef:
         return "a tensor rebuilt earlier in the pickle"
+    if type(x) is _Callable:
+        return f"the allow-listed global {x.qualname}"
+    if type(x) is StorageType:
+        return f"the storage type torch.{x.name}"
     if type(x) is tuple and len(x) <= 8:
         return f"a tuple of ({', '.join(type(v).__name__ for v in x)})"
-    return f"a {type(x).__name__}"
+    name = type(x).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _rebuild_tensor_v2(args: tuple) -> TensorRef:
@@ -225,16 +233,16 @@ class _Machine:
         except KeyError:
             raise UnsafeCheckpointError(
                 f"its pickle asks for the global {ascii(module)[1:-1]:.100}."
-                f"{ascii(name)[1:-1]:.100}, which is not a tensor-rebuild or container global. "
-                "A weights file never needs it; the file may be malicious. Nothing was executed."
-            ) from None
+                f"{ascii(name)[1:-1]:.100}, which is not a tensor-rebuild or container global; "
+                "a weights file never needs it, so the file may be malicious. Nothing was "
+                "executed") from None
 
     def reduce(self) -> None:
         args, fn = self.pop(), self.pop()
         if type(fn) is not _Callable:
             raise UnsafeCheckpointError(
                 f"its pickle calls {describe(fn)}: only tensor-rebuild and container globals "
-                "may be called. Nothing was executed.")
+                "may be called. Nothing was executed")
         if type(args) is not tuple:
             raise CorruptCheckpointError(f"pickle calls {fn.qualname} with {describe(args)}")
         self.push(fn.fn(args))
@@ -245,7 +253,7 @@ class _Machine:
         if not (type(inst) is dict and type(state) is dict and set(state) <= {"_metadata"}):
             raise UnsafeCheckpointError(
                 f"its pickle sets the state of {describe(inst)} (BUILD): a state dict only "
-                "carries torch's '_metadata'. Nothing was changed or executed.")
+                "carries torch's '_metadata'. Nothing was changed or executed")
 
     def memo_get(self, i: int) -> None:
         if i not in self.memo:

@@ -29,7 +29,6 @@ __all__ = ["CheckpointFormatError", "CorruptCheckpointError", "UnsafeCheckpointE
 MAX_PICKLE_BYTES = 32 << 20   # a state dict's pickle is ~100 bytes per tensor
 _SMALL_ENTRY_BYTES = 64        # byteorder, version
 _OUTPUT_SLACK_BYTES = 1 << 20  # tensors may repeat storage (views, expand) up to 2x file + this
-_REPACK = ("re-save it with torch.save(model.state_dict(), path), or download it again")
 
 
 class _Archive:
@@ -45,18 +44,18 @@ class _Archive:
                 struct.error, NotImplementedError, UnicodeDecodeError, OverflowError) as e:
             raise CorruptCheckpointError(
                 f"not a PyTorch zip checkpoint ({e}): the file is truncated, corrupt, or in the "
-                f"legacy pre-1.6 format; {_REPACK}") from None
+                f"legacy pre-1.6 format") from None
         self.infos = {i.filename: i for i in infos}
         if len(self.infos) != len(infos):
             dup = next(n for n, c in collections.Counter(i.filename for i in infos).items()
                        if c > 1)
             raise CorruptCheckpointError(f"the archive lists entry {dup!r} twice; it was "
-                                         f"tampered with; {_REPACK}")
+                                         f"tampered with")
         pkls = [n for n in self.infos if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pkls) != 1:
             raise CorruptCheckpointError(
                 f"expected exactly one '<name>/data.pkl' in the archive, found {pkls[:5]}; "
-                f"this is not a torch.save file; {_REPACK}")
+                f"this is not a torch.save file")
         self.pkl_name = pkls[0]
         self.prefix = pkls[0][: -len("data.pkl")]
         self.storages: dict[str, StorageRef] = {}
@@ -66,34 +65,34 @@ class _Archive:
         """The bytes of entry `name` (uncompressed, CRC-checked) as a fresh uint8 array."""
         info = self.infos[name]
         if info.flag_bits & 0x1:
-            raise CorruptCheckpointError(f"entry '{name}' is encrypted; {_REPACK}")
+            raise CorruptCheckpointError(f"entry '{name}' is encrypted")
         if info.compress_type != zipfile.ZIP_STORED:
             raise UnsafeCheckpointError(
                 f"entry '{name}' is compressed (zip method {info.compress_type}); torch.save "
                 "stores every entry uncompressed, so the file was re-packed or crafted (a "
-                f"compressed entry can expand to far more memory than the file's size); {_REPACK}")
+                f"compressed entry can expand to far more memory than the file's size)")
         if info.compress_size != info.file_size or (size is not None and info.file_size != size):
             raise CorruptCheckpointError(
                 f"entry '{name}' holds {info.file_size} bytes (stored as {info.compress_size}), "
                 f"but {size if size is not None else info.file_size} are declared: the file is "
-                f"truncated or tampered with; {_REPACK}")
+                f"truncated or tampered with")
         if limit is not None and info.file_size > limit:
             raise CorruptCheckpointError(
                 f"entry '{name}' holds {info.file_size} bytes, more than the {limit} a torch "
-                f"checkpoint needs there; {_REPACK}")
+                f"checkpoint needs there")
         start = self._data_start(info)
         if start + info.file_size > self.file_size:
             raise CorruptCheckpointError(
                 f"entry '{name}' runs past the end of the file: the file is truncated "
-                f"(an incomplete download?); {_REPACK}")
+                f"(an incomplete download?)")
         buf = np.empty(info.file_size, np.uint8)
         self.f.seek(start)
         if self.f.readinto(memoryview(buf)) != info.file_size:
-            raise CorruptCheckpointError(f"entry '{name}' is truncated; {_REPACK}")
+            raise CorruptCheckpointError(f"entry '{name}' is truncated")
         if zlib.crc32(buf) != info.CRC:
             raise CorruptCheckpointError(
                 f"entry '{name}' fails its CRC check: the file is damaged (an incomplete "
-                f"download or a flipped byte); {_REPACK}")
+                f"download or a flipped byte)")
         return buf
 
     def _data_start(self, info: zipfile.ZipInfo) -> int:
@@ -104,14 +103,14 @@ class _Archive:
         if len(header) != 30 or header[:4] != b"PK\x03\x04":
             raise CorruptCheckpointError(
                 f"entry '{info.filename}' has no local header where the directory says; "
-                f"the file is truncated or tampered with; {_REPACK}")
+                f"the file is truncated or tampered with")
         name_len, extra_len = struct.unpack("<HH", header[26:30])
         raw_name = self.f.read(name_len)
         if raw_name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace") \
                 != info.orig_filename:
             raise CorruptCheckpointError(
                 f"entry '{info.filename}' points at the data of another entry (overlapping "
-                f"entries: the file was crafted); {_REPACK}")
+                f"entries: the file was crafted)")
         return info.header_offset + 30 + name_len + extra_len
 
     def byteorder(self) -> str:
@@ -121,7 +120,7 @@ class _Archive:
         raw = self.read(name, limit=_SMALL_ENTRY_BYTES).tobytes()
         order = raw.decode("ascii", "replace").strip()
         if order not in ("little", "big"):
-            raise CorruptCheckpointError(f"unknown byteorder {raw[:20]!r}; {_REPACK}")
+            raise CorruptCheckpointError(f"unknown byteorder {raw[:20]!r}")
         return order
 
     def persistent_load(self, pid: Any) -> StorageRef:
@@ -131,32 +130,32 @@ class _Archive:
                 and type(pid[4]) is int and pid[4] >= 0):
             raise CorruptCheckpointError(
                 f"unexpected persistent id: {describe(pid)}, not a torch storage's "
-                f"('storage', type, key, location, numel); {_REPACK}")
+                f"('storage', type, key, location, numel)")
         _, storage_type, key, _location, numel = pid
         known = self.storages.get(key)
         if known is not None:
             if (known.dtype, known.numel) != (storage_type.dtype, numel):
                 raise CorruptCheckpointError(
                     f"storage '{key}' is declared twice with different types or sizes; "
-                    f"the file was tampered with; {_REPACK}")
+                    f"the file was tampered with")
             return known
         name = f"{self.prefix}data/{key}"
         info = self.infos.get(name)
         if info is None:
             raise CorruptCheckpointError(
-                f"storage {name!r:.200} is missing from the archive; {_REPACK}")
+                f"storage {name!r:.200} is missing from the archive")
         nbytes = numel * storage_type.dtype.itemsize
         if info.file_size != nbytes:
             raise CorruptCheckpointError(
                 f"storage '{name}' holds {info.file_size} bytes, but the pickle declares "
                 f"{numel} x {storage_type.name} = {nbytes} bytes: the file is truncated or "
-                f"tampered with; {_REPACK}")
+                f"tampered with")
         self.storage_bytes += nbytes
         if self.storage_bytes > self.file_size:
             raise CorruptCheckpointError(
                 f"the storages declared so far total {self.storage_bytes} bytes, more than the "
                 f"whole file ({self.file_size} bytes): entries overlap or lie about their "
-                f"sizes; the file was crafted; {_REPACK}")
+                f"sizes; the file was crafted")
         ref = StorageRef(key, storage_type.dtype, numel)
         self.storages[key] = ref
         return ref
@@ -165,12 +164,12 @@ class _Archive:
 def _as_tensor_refs(obj: Any) -> dict[str, TensorRef]:
     if type(obj) is not dict:
         raise CorruptCheckpointError(
-            f"holds a {type(obj).__name__}, not a state dict of tensors; pass a plain model "
+            f"holds {describe(obj)}, not a state dict of tensors; pass a plain model "
             "state dict (e.g. the released vae_ch160v4096z32.pth / var_d16.pth)")
     for key, value in obj.items():
         if type(value) is not TensorRef:
             raise CorruptCheckpointError(
-                f"entry {key!r:.200} is a {type(value).__name__}, not a tensor; pass a plain "
+                f"entry {key!r:.200} is {describe(value)}, not a tensor; pass a plain "
                 "model state dict (e.g. the released vae_ch160v4096z32.pth / var_d16.pth)")
     return obj
 
@@ -182,7 +181,7 @@ def _check_output_size(tensors: list[TensorRef], file_size: int) -> None:
         raise CorruptCheckpointError(
             f"its tensors would take {total:.3g} bytes, far more than the file's {file_size} "
             "bytes: their shapes repeat storage elements (stride 0 or overlapping views) beyond "
-            f"what a state dict does; the file was crafted; {_REPACK}")
+            f"what a state dict does; the file was crafted")
 
 
 def _storage_array(raw: np.ndarray, ref: StorageRef, byteorder: str) -> np.ndarray:
@@ -255,4 +254,4 @@ def load_torch_state_dict(source: str | os.PathLike | BinaryIO) -> dict[str, np.
         with open(label, "rb") as f:
             return _read_state_dict(f)
     except CheckpointFormatError as e:
-        raise type(e)(f"{label}: refusing to load: {e}") from None
+        raise type(e)(f"{label}: refusing to load: {e}. {e.advice}") from None
