@@ -26,6 +26,8 @@ class Seed:
             self.others = [(i.filename, z.read(i.filename), 0, i.file_size, i.CRC)
                            for i in infos if i.filename != self.pkl_name]
             self.header_offsets = [i.header_offset for i in infos]
+        self.numels = {n.rsplit("/", 1)[1]: size // 4 for n, _, _, size, _ in self.others
+                       if "/data/" in n}  # the golden storages are float32
         self.cd_start = struct.unpack("<L", self.data[-6:-2])[0]
         self.records, pos = [], self.cd_start
         while self.data[pos:pos + 4] == b"PK\x01\x02":
@@ -59,9 +61,46 @@ def _flip(data, rng, lo=0, hi=None, count=None):
     return bytes(out)
 
 
+_GLOBALS = [("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+            ("torch._utils", "_rebuild_parameter"), ("torch", "FloatStorage"),
+            ("torch", "HalfStorage"), ("torch", "BoolStorage"), ("builtins", "getattr"),
+            ("os", "system")]
+_PLAIN_OPS = [b"(", b"0", b"1", b"2", b"N", b"\x88", b"\x89", b"G" + bytes(8), b")", b"t",
+              b"\x85", b"\x86", b"\x87", b"]", b"l", b"a", b"e", b"}", b"d", b"s", b"u",
+              b"\x94", b"\x93", b"R", b"Q", b"b"]
+
+
+def _random_piece(seed, rng):
+    kind = int(rng.integers(0, 8))
+    if kind == 0:
+        return pth_craft.integer(_EXTREME_INTS[int(rng.integers(0, len(_EXTREME_INTS)))])
+    if kind == 1:
+        return pth_craft.text(["storage", "cpu", "0", "1", "w", "_metadata"][
+            int(rng.integers(0, 6))])
+    if kind == 2:
+        return pth_craft.glob(*_GLOBALS[int(rng.integers(0, len(_GLOBALS)))])
+    if kind == 3:
+        return (b"q" if rng.integers(0, 2) else b"h") + bytes([int(rng.integers(0, 4))])
+    if kind == 4:  # a well-formed tensor with random geometry over storage 0 or 1
+        ndim = int(rng.integers(0, 4))
+        dims = [tuple(int(v) for v in rng.integers(-1, 40, ndim)) for _ in range(2)]
+        key = str(int(rng.integers(0, 2)))
+        numel = seed.numels[key] if rng.integers(0, 4) else int(rng.integers(0, 4000))
+        return pth_craft.rebuild(pth_craft.storage(key, numel), int(rng.integers(0, 50)), *dims)
+    return _PLAIN_OPS[int(rng.integers(0, len(_PLAIN_OPS)))]
+
+
+def random_program(seed, rng):
+    """A pickle of 1-40 random pieces (opcodes, globals, storages, whole tensors), then STOP."""
+    body = b"".join(_random_piece(seed, rng) for _ in range(int(rng.integers(1, 41))))
+    return pth_craft.PROTO2 + body + pth_craft.STOP
+
+
 def _pickle_mutant(seed, rng):
     p = seed.pkl
-    kind = int(rng.integers(0, 6))
+    kind = int(rng.integers(0, 7))
+    if kind == 6:
+        return "random opcode program", random_program(seed, rng)
     if kind == 0:
         return "pickle byte flip", _flip(p, rng)
     if kind == 1:

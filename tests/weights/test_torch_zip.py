@@ -135,6 +135,17 @@ def test_crafted_file_round_trips_dtypes_views_and_shared_storage():
     assert sd["t"][0, 0] == 0.0 and all(v.flags.c_contiguous for v in sd.values())
 
 
+def test_odd_but_valid_geometry_loads():
+    """Size-1 dimensions may carry any stride; an empty tensor any offset inside its storage."""
+    data = np.arange(4, dtype=np.float32)
+    s = pth_craft.storage("0", 4)
+    pkl = pth_craft.state_dict({"odd": pth_craft.rebuild(s, 0, (1, 2, 2), (2**70, 1, 2)),
+                                "empty": pth_craft.rebuild(s, 4, (0, 3), (2**40, 1))})
+    sd = _load_bytes(pth_craft.write_pth(pkl, {"0": data.tobytes()}))
+    np.testing.assert_array_equal(sd["odd"], data.reshape(1, 2, 2).transpose(0, 2, 1))
+    assert sd["empty"].shape == (0, 3)
+
+
 def test_heap_read_attack_is_refused():
     """The review's attack: a rebuilt tensor passed as the storage of a second, 2-D tensor."""
     first = pth_craft.rebuild(pth_craft.storage("0", 4), 0, (4,), (1,))

@@ -1,7 +1,7 @@
 """Fuzz the .pth reader: thousands of mutated golden files, each a clean load or our error.
 
 Mutations (tests/weights/pth_mutate.py): pickle byte flips, truncations, spliced, deleted and
-duplicated opcode spans, extreme integers; zip local-header and directory flips, directory
+duplicated opcode spans, extreme integers, random opcode programs; zip local-header and directory flips, directory
 field edits, file truncations and byte flips. Each case runs in-process under a time bound; a
 subprocess under RLIMIT_AS runs the memory attacks and more mutants with bounded memory.
 """

@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 MAX_NDIM = 64
+MAX_ELEMENTS = 1 << 48  # more than any real tensor, and few enough for numpy's index type
 
 
 class CheckpointFormatError(ValueError):
@@ -101,7 +102,7 @@ def describe(x: Any) -> str:
 
 
 def _rebuild_tensor_v2(args: tuple) -> TensorRef:
-    """torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, meta])."""
+    """torch._utils._rebuild_tensor_v2(storage, offset, size, stride, grad, hooks[, meta])."""
     if len(args) not in (6, 7):
         raise CorruptCheckpointError(f"_rebuild_tensor_v2 takes 6 or 7 arguments, got {len(args)}")
     storage, offset, size, stride = args[:4]
@@ -118,6 +119,9 @@ def _rebuild_tensor_v2(args: tuple) -> TensorRef:
     if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
         raise CorruptCheckpointError(
             f"negative tensor geometry: size {size}, stride {stride}, offset {offset}")
+    if math.prod(n for n in size if n) > MAX_ELEMENTS:
+        raise CorruptCheckpointError(
+            f"a tensor of size {size} would have more than 2**48 elements")
     if 0 in size:
         end = offset
     else:

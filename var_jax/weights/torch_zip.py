@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import io
-import math
 import os
 import struct
 import zipfile
@@ -209,8 +208,8 @@ def _materialise(t: TensorRef, flat: np.ndarray, sole_user: bool) -> np.ndarray:
         view = flat[t.offset:t.offset + n].reshape(t.shape)
         return view if sole_user and n == flat.size else view.copy()
     view = np.lib.stride_tricks.as_strided(  # bounds checked in elements by _rebuild_tensor_v2
-        flat[t.offset:], shape=t.shape, strides=tuple(s * flat.itemsize for s in t.strides),
-        writeable=False)
+        flat[t.offset:], shape=t.shape, writeable=False,
+        strides=tuple(s * flat.itemsize if n > 1 else 0 for n, s in zip(t.shape, t.strides)))
     return view.copy(order="C")
 
 
