@@ -173,10 +173,10 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
     """
     loop: LoopConfig = config.loop
     workdir = epath.Path(workdir)
-    is_main = jax.process_index() == 0
 
     # ------------------------------------------------------------------------------------- mesh
-    sharding.maybe_initialize_distributed(loop.multihost)
+    sharding.maybe_initialize_distributed(loop.multihost)   # before any other JAX call
+    is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config.mesh)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if loop.global_batch % (shards * loop.grad_accum):
@@ -240,9 +240,10 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
                     state, step_metrics = update(state, batch)
                 pending.append((step, step_metrics))
                 clock.started(state)
-                save = ckpt.should_save(step) or step == loop.total_steps
-                evals = loop.eval_every and step % loop.eval_every == 0
-                samples = loop.sample_every and step % loop.sample_every == 0
+                last = step == loop.total_steps   # a run always ends with its eval and grid
+                save = ckpt.should_save(step) or last
+                evals = loop.eval_every and (step % loop.eval_every == 0 or last)
+                samples = loop.sample_every and (step % loop.sample_every == 0 or last)
                 if save or evals or samples or step % loop.log_every == 0:
                     row = _flush(pending, clock, ckpt)   # raises on a non-finite loss
                     if evals:
