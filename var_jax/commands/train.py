@@ -70,7 +70,14 @@ def run(args: argparse.Namespace) -> int:
     from var_jax.train.var_task import VARTask, VARTrainConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = override(load_experiment(args.config), args.overrides)
+    bad = [item for item in args.overrides if "=" not in item]
+    if bad:
+        raise ValueError(f"--set {bad[0]} is not KEY=VALUE, e.g. --set loop.total_steps=100.")
+    try:
+        config = override(load_experiment(args.config), args.overrides)
+    except ValueError as e:
+        raise ValueError(f"--config {args.config} with --set {' '.join(args.overrides)}: {e}"
+                         if args.overrides else f"--config {args.config}: {e}") from e
     if isinstance(config, TokenizerTrainConfig):
         state = train_and_evaluate(config, args.workdir, TokenizerTask(config))
         export = export_tokenizer(state, config,
