@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import GOLDEN
+from inception_fixtures import GOLDEN
 from var_jax.evaluation import inception_activations, inception_features, load_inception
 from var_jax.evaluation.features import resize_matrices, tf1_bilinear_matrix
 

@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from var_jax.evaluation.sample_set import (SAMPLES_FILE, SampleSet, assemble,
                                                check_settings, position_labels)
     from var_jax.sampling import sample
+    from var_jax.sharding import maybe_initialize_distributed
 
     check_batch(args.batch)
     if args.device_batch < 1:
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reference and not args.inception:
         raise ValueError("--reference needs --inception (the FID Inception weights) to score.")
     t0 = time.perf_counter()
+    maybe_initialize_distributed()       # several hosts: detected from the environment
     enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
     inception = fingerprint_inc = None
