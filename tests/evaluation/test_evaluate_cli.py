@@ -75,6 +75,12 @@ def test_changed_flags_on_resume_and_bad_flags_exit_2(tmp_path, capsys):
     assert "resume with the same flags or pick a new --out" in capsys.readouterr().err
     assert main(["evaluate", "--out", str(out), "--reference", "x.npz"] + WEIGHTS) == 2
     assert "--reference needs --inception" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(out), "--inception", "i.npz", "--reference",
+                 str(tmp_path / "missing.npz")] + WEIGHTS) == 2
+    assert "missing.npz': no such file" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(out), "--inception", "i.npz", "--reference",
+                 "imagenet"] + WEIGHTS) == 2
+    assert "unknown data source 'imagenet'" in capsys.readouterr().err
     assert main(["evaluate", "--out", str(out), "--batch", "0"] + WEIGHTS) == 2
 
 

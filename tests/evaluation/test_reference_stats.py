@@ -43,6 +43,7 @@ def test_write_then_read_round_trips(tmp_path):
     assert back.mu_s is None
 
 
+@pytest.mark.slow
 def test_statistics_of_a_source_equal_the_two_pass_ones(tmp_path, random_inception):
     from var_jax.data.images import load_split
 

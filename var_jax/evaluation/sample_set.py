@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 import zipfile
 from typing import Callable
@@ -70,7 +71,6 @@ def check_settings(out_dir: str, settings: dict) -> None:
     """Record `settings` on the first run; on a resume, refuse different ones."""
     path = os.path.join(out_dir, SETTINGS_FILE)
     if os.path.exists(path):
-        import json
         with open(path) as f:
             old = json.load(f)
         diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings)
