@@ -5,7 +5,7 @@ import argparse
 import os
 import time
 
-from var_jax.commands.sample import add_model_arguments
+from var_jax.commands.options import HelpFormatter, add_model_arguments
 
 HELP = "Sample N = per-class x classes images with the paper's protocol and score them."
 PROTOCOL = """\
@@ -14,15 +14,15 @@ protocol (the paper's ImageNet 256 numbers): 50 images per class for all 1000 cl
 OpenAI evaluator against VIRTUAL_imagenet256_labeled.npz: FID and sFID against its stored
 statistics, precision/recall (k=3) against its 10,000 images, Inception Score over 10 splits.
 
-seeds: image i of class c uses fold_in(fold_in(key(--seed), c), i), and every compiled call holds
---device-batch images per device, so the samples do not depend on --batch, the device count or
-the host count (another --device-batch changes only float rounding: on CPU, a few pixel values
-by 1/255). Position p of the output holds class p % C (the classes interleave, so each
-Inception Score split sees them all). The batch is sharded over the
-local devices; with several hosts (jax.distributed), each takes a contiguous slice of the
-positions and --out must be a shared folder.
+seeds: image i of class c uses fold_in(fold_in(key(--seed), c), i), and every compiled call
+holds --device-batch images per device, so the samples do not depend on --batch-size, the
+device count or the host count (another --device-batch changes only float rounding: on CPU, a
+few pixel values by 1/255). Position p of the output holds class p % C (the classes
+interleave, so each Inception Score split sees them all). The batch is sharded over the local
+devices; with several hosts (jax.distributed), each takes a contiguous slice of the positions
+and --out must be a shared folder.
 
-resuming: every --batch images are saved atomically under OUT/chunks/; run the same command
+resuming: every --batch-size images are saved atomically under OUT/chunks/; run the same command
 again after a crash or preemption and it continues where it stopped (OUT/settings.json guards
 against changed flags). At the end OUT/samples.npz (arr_0, uint8 N x H x W x 3, the OpenAI
 evaluator's input) and, with --inception, OUT/scores.json are written.
@@ -31,7 +31,7 @@ features: --protocol tf resizes as the evaluator's TF graph (the paper's numbers
 pytorch-fid. The two differ slightly: compare FIDs only within one protocol."""
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _HelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each flag; the protocol epilog kept as written."""
 
 
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "XLA's float rounding depends on the shape")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(parser)
-    batch = next(a for a in parser._actions if a.dest == "batch")
+    batch = next(a for a in parser._actions if a.dest == "batch_size")
     batch.help = ("images per saved chunk (rounded up to a multiple of --device-batch x local "
                   "devices); how often progress is saved, it does not change the samples")
 
@@ -96,7 +96,7 @@ def _reference(args, params, inception_fingerprint: str, image_size: int):
                                                     write_reference_npz)
 
     if args.reference.endswith(".npz"):
-        return read_reference_npz(args.reference, params, args.protocol, args.batch)
+        return read_reference_npz(args.reference, params, args.protocol, args.batch_size)
     what = f"{args.reference}|{args.reference_split}|{args.protocol}|{inception_fingerprint}|" \
            f"{image_size}"
     digest = hashlib.sha256(what.encode()).hexdigest()[:12]
@@ -106,7 +106,7 @@ def _reference(args, params, inception_fingerprint: str, image_size: int):
               f"{image_size} px) into {cache}", flush=True)
         write_reference_npz(cache, reference_from_source(
             args.reference, args.reference_split, image_size, params, args.protocol,
-            data_dir=args.data_dir, manual_dir=args.manual_dir, batch_size=args.batch))
+            data_dir=args.data_dir, manual_dir=args.manual_dir, batch_size=args.batch_size))
     return read_reference_npz(cache)
 
 
@@ -135,7 +135,7 @@ def scores_of(acts: dict, reference) -> dict:
 def _write_scores(args, acts: dict, inception, settings: dict, image_size: int,
                   t0: float) -> None:
     """Score the assembled activations against --reference; write OUT/scores.json."""
-    from var_jax.evaluation.atomic import atomic_json
+    from var_jax.atomic import write_json
     from var_jax.evaluation.inception_weights import RELEASED_SHA256
 
     reference = (_reference(args, inception, settings["inception"], image_size)
@@ -148,7 +148,7 @@ def _write_scores(args, acts: dict, inception, settings: dict, image_size: int,
                        "inception_is_released": settings["inception"].startswith(RELEASED_SHA256)},
                    seconds_this_run=time.perf_counter() - t0)
     path = os.path.join(args.out, "scores.json")
-    atomic_json(path, payload)
+    write_json(path, payload)
     print("  ".join(f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, float)),
           flush=True)
     print(f"wrote {path}")
@@ -158,14 +158,14 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from var_jax.commands.sample import check_batch, enable_compile_cache, load_models
+    from var_jax.commands.options import check_positive, enable_compile_cache, load_models
     from var_jax.evaluation.fingerprint import path_fingerprint
     from var_jax.evaluation.sample_set import (SAMPLES_FILE, SampleSet, assemble,
                                                check_settings, position_labels)
     from var_jax.sampling import sample
     from var_jax.sharding import maybe_initialize_distributed
 
-    check_batch(args.batch)
+    check_positive("--batch-size", args.batch_size)
     if args.device_batch < 1:
         raise ValueError(f"--device-batch={args.device_batch} must be >= 1.")
     if args.per_class < 1:
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     classes_N, index_N = position_labels(np.arange(var_cfg.num_classes), args.per_class)
     sample_set = SampleSet(args.out, classes_N, index_N, args.seed, sample_fn, features_fn)
     call = args.device_batch * jax.local_device_count()
-    new = sample_set.generate(args.batch, call, jax.process_index(), jax.process_count(),
+    new = sample_set.generate(args.batch_size, call, jax.process_index(), jax.process_count(),
                               progress=not args.no_progress)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils

@@ -121,7 +121,7 @@ def run_demo(settings: DemoSettings, workdir: str) -> DemoResult:
     os.makedirs(run_dir, exist_ok=True)
     tokenizer_dir, tok_stage = train_tokenizer(settings, run_dir)
     var_params, var_stage = train_transformer(settings, run_dir, tokenizer_dir)
-    vae_cfg, vae_params = load_weights(tokenizer_dir)
+    vae_cfg, vae_params = load_weights(tokenizer_dir, "vae")
     var_cfg, seed = settings.transformer.var, settings.transformer.loop.seed
 
     n = settings.samples_per_class
