@@ -34,7 +34,7 @@ def test_evaluate_resumes_a_killed_run_scores_it_and_ignores_the_chunk_size(tmp_
                                                                            capsys, monkeypatch):
     # killed after its first chunk (8 images), then resumed: 12 new images, then the scores
     cut = tmp_path / "cut"
-    real_save = sample_set.atomic_savez
+    real_save = sample_set.write_npz
     saves = []
 
     def dies_after_one_chunk(path, **arrays):
@@ -43,12 +43,12 @@ def test_evaluate_resumes_a_killed_run_scores_it_and_ignores_the_chunk_size(tmp_
         saves.append(path)
         real_save(path, **arrays)
 
-    monkeypatch.setattr(sample_set, "atomic_savez", dies_after_one_chunk)
+    monkeypatch.setattr(sample_set, "write_npz", dies_after_one_chunk)
     with pytest.raises(KeyboardInterrupt):
-        main(["evaluate", "--out", str(cut), "--batch", "8"] + scoring + WEIGHTS)
+        main(["evaluate", "--out", str(cut), "--batch-size", "8"] + scoring + WEIGHTS)
     monkeypatch.undo()
     assert not (cut / sample_set.SAMPLES_FILE).exists()
-    assert main(["evaluate", "--out", str(cut), "--batch", "8"] + scoring + WEIGHTS) == 0
+    assert main(["evaluate", "--out", str(cut), "--batch-size", "8"] + scoring + WEIGHTS) == 0
     assert "(12 new this run)" in capsys.readouterr().out
     imgs = _arr0(cut)
     assert imgs.shape == (20, 64, 64, 3) and imgs.dtype == np.uint8
@@ -63,7 +63,7 @@ def test_evaluate_resumes_a_killed_run_scores_it_and_ignores_the_chunk_size(tmp_
     # uninterrupted, and with another chunk size (no scoring): the same images, bit for bit
     for batch in ("8", "12"):
         out = tmp_path / f"batch{batch}"
-        assert main(["evaluate", "--out", str(out), "--batch", batch] + WEIGHTS) == 0
+        assert main(["evaluate", "--out", str(out), "--batch-size", batch] + WEIGHTS) == 0
         np.testing.assert_array_equal(_arr0(out), imgs)
 
 
@@ -81,7 +81,7 @@ def test_changed_flags_on_resume_and_bad_flags_exit_2(tmp_path, capsys):
     assert main(["evaluate", "--out", str(out), "--inception", "i.npz", "--reference",
                  "imagenet"] + WEIGHTS) == 2
     assert "unknown data source 'imagenet'" in capsys.readouterr().err
-    assert main(["evaluate", "--out", str(out), "--batch", "0"] + WEIGHTS) == 2
+    assert main(["evaluate", "--out", str(out), "--batch-size", "0"] + WEIGHTS) == 2
 
 
 def test_help_documents_the_protocol(capsys):
