@@ -406,3 +406,59 @@ def test_builtin_trainer_configs_rebuild_from_a_manifest():
         manifest = {"config_class": f"{cls.__module__}.{cls.__qualname__}",
                     "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
         assert config_from_manifest(manifest) == cfg
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def _convert_on_a_full_disk(tmp_path, monkeypatch):
+    from var_jax import atomic
+    monkeypatch.setattr(atomic, "write_json", _disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_converted(tmp_path / "w", CFG, random_params())
+    monkeypatch.undo()
+    assert not os.path.exists(tmp_path / "w")                  # nothing half-written
+    save_converted(tmp_path / "w", CFG, random_params())        # and it converts again
+    return load_converted(tmp_path / "w")[0] == CFG
+
+
+def _train_on_a_full_disk(tmp_path, monkeypatch):
+    from var_jax import atomic
+    workdir = tmp_path / "run"
+    train_toy(workdir)
+    before = (workdir / "config.json").read_bytes()
+    real = atomic.write_bytes
+
+    def full(path, data):
+        if str(path).endswith("config.json"):
+            _disk_full()
+        real(path, data)
+    monkeypatch.setattr(atomic, "write_bytes", full)
+    with pytest.raises(OSError, match="No space left"):
+        train_toy(workdir, toy_config(total_steps=4))
+    monkeypatch.undo()
+    assert (workdir / "config.json").read_bytes() == before    # the old file, whole
+    return train_toy(workdir) is not None
+
+
+def _cut_metrics_line(tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    train_toy(workdir)
+    shutil.rmtree(workdir / "checkpoints" / "4")
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')                               # a crash mid-append
+    train_toy(workdir)
+    return [json.loads(r)["step"] for r in open(workdir / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+CRASH_CASES = [
+    ("convert-on-a-full-disk", _convert_on_a_full_disk),
+    ("train-on-a-full-disk", _train_on_a_full_disk),
+    ("metrics-line-cut-by-a-crash", _cut_metrics_line),
+]
+
+
+@pytest.mark.parametrize("case", [c[1] for c in CRASH_CASES], ids=[c[0] for c in CRASH_CASES])
+def test_a_crash_mid_write_leaves_usable_files(tmp_path, monkeypatch, case):
+    assert case(tmp_path, monkeypatch)
