@@ -95,13 +95,14 @@ def infer_config(sd: dict[str, np.ndarray], *, image_size: int | None = None,
 
 
 def load_weights(path: str | os.PathLike, cfg: VQVAEConfig | VARConfig | None = None, *,
-                 image_size: int | None = None):
+                 image_size: int | None = None, allow_tampered: bool = False):
     """Load a released `.pth` or a `var-jax convert` directory: returns (config, params).
 
-    For a `.pth`, `cfg` defaults to `infer_config(sd, image_size=image_size)`.
+    For a `.pth`, `cfg` defaults to `infer_config(sd, image_size=image_size)`. A directory is
+    checked against its manifest (see `load_converted`; `allow_tampered` lets a mismatch by).
     """
     if is_converted_dir(path):
-        stored_cfg, params = load_converted(path)
+        stored_cfg, params = load_converted(path, allow_tampered=allow_tampered)
         if cfg is not None and cfg != stored_cfg:
             raise ValueError(f"{path} was converted with {stored_cfg}, not the requested {cfg}.")
         return stored_cfg, params
