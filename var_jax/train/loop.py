@@ -306,9 +306,10 @@ def _train(config, workdir: epath.Path, task: Task, streams: Streams, allow_tamp
                     state, step_metrics = update(state, batch)
                 pending.append((step, step_metrics))
                 clock.started(state)
-                save = ckpt.should_save(step) or step == loop.total_steps
-                evals = loop.eval_every and step % loop.eval_every == 0
-                samples = loop.sample_every and step % loop.sample_every == 0
+                last = step == loop.total_steps   # a run always ends with its eval and grid
+                save = ckpt.should_save(step) or last
+                evals = loop.eval_every and (step % loop.eval_every == 0 or last)
+                samples = loop.sample_every and (step % loop.sample_every == 0 or last)
                 if save or evals or samples or step % loop.log_every == 0:
                     row = _flush(pending, clock, ckpt)   # raises on a non-finite loss
                     if evals:

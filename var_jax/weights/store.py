@@ -134,6 +134,7 @@ def load_converted(directory: str | os.PathLike, *, allow_tampered: bool = False
     if problems:
         logging.getLogger(__name__).warning("loading weights that fail their integrity check "
                                             "(allow_tampered): %s", problems)
+    _refuse_non_finite(params, directory)
     return config_from_dict(config), params
 
 
@@ -141,3 +142,16 @@ def _as_numpy(tree):
     if isinstance(tree, dict):
         return {k: _as_numpy(v) for k, v in tree.items()}
     return np.asarray(tree)
+
+
+def _refuse_non_finite(params: dict, directory: str, path: str = "") -> None:
+    from var_jax.weights.strict import non_finite_summary
+
+    for k, v in params.items():
+        if isinstance(v, dict):
+            _refuse_non_finite(v, directory, f"{path}{k}/")
+        elif np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            raise ValueError(
+                f"{directory}: converted weight {path}{k} holds NaN/Inf "
+                f"({non_finite_summary(v)}): the files are damaged, or the weights came from a "
+                "training that diverged; convert the released .pth again.")
