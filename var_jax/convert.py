@@ -140,7 +140,7 @@ def load_weights(path: str | os.PathLike, kind: str, patch_nums: Sequence[int] |
         if isinstance(cfg, VARConfig) and "blocks_0" in params:   # converted before the scan
             params = stack_blocks(params)
     elif is_run_dir(path):
-        cfg, params, step = load_run(path)
+        cfg, params, step = load_run(path, allow_tampered=allow_tampered)
         print(f"{name}: using the training run's latest checkpoint, step {step} (`var-jax export` "
               "writes it as a weights dir)", file=sys.stderr)
     elif os.path.isdir(path):

@@ -462,3 +462,35 @@ CRASH_CASES = [
 @pytest.mark.parametrize("case", [c[1] for c in CRASH_CASES], ids=[c[0] for c in CRASH_CASES])
 def test_a_crash_mid_write_leaves_usable_files(tmp_path, monkeypatch, case):
     assert case(tmp_path, monkeypatch)
+
+
+def _as_var_run(run):
+    """The toy run dressed as a transformer run (load_run reads the model config off
+    config.json's "var"), so `var-jax export` / --var RUN load its checkpoints."""
+    import dataclasses
+
+    from train_helpers import TINY_VAR
+    _edit_json(run / "config.json", lambda c: c.update(var=dataclasses.asdict(TINY_VAR)))
+    return run
+
+
+RUN_LOAD_CASES = [
+    # (id, spoil, exception or None, phrase)
+    ("intact", lambda run: None, None, None),
+    ("byte-flip", _flip_state, TamperedError, "checkpoint step 4 of"),
+    ("missing-manifest", _drop("manifest"), TamperedError, "manifest"),
+]
+
+
+@pytest.mark.parametrize("spoil, error, phrase", [c[1:] for c in RUN_LOAD_CASES],
+                         ids=[c[0] for c in RUN_LOAD_CASES])
+def test_weights_read_from_a_run_are_checked(run, spoil, error, phrase):
+    from var_jax.weights.runs import load_run
+
+    spoil(_as_var_run(run))
+    if error is None:
+        assert load_run(run)[2] == 4
+        return
+    with pytest.raises(error, match=phrase):
+        load_run(run)
+    assert load_run(run, allow_tampered=True)[2] == 4
