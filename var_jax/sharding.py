@@ -33,6 +33,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("classes", None),       # num_classes + 1 class-embedding rows (1001: never divisible)
     ("cvae", None),          # tokenizer latent width (32)
     ("seq", None),           # token position L
+    ("layers", None),        # leading axis of the scanned blocks' stacked params
 )
 
 

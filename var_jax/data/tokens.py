@@ -1,6 +1,7 @@
 """Pre-tokenized datasets: encode a split to VQ indices once, then stream the indices resumably."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from var_jax import atomic
 from var_jax.data.pipeline import BatchStream, Layout, derived_seed
 
 FORMAT = "var_jax.tokens/1"
@@ -85,13 +87,14 @@ def _write_tokens(stream: BatchStream, encode_fn: Callable, out_dir: str,
         label_N[row] = batch["label"][mask]
         done += len(codes)
     idx_NKL.flush()
-    np.save(os.path.join(out_dir, "label.npy"), label_N)
+    buf = io.BytesIO()
+    np.save(buf, label_N)
+    atomic.write_bytes(os.path.join(out_dir, "label.npy"), buf.getvalue())
     meta = {"format": FORMAT, "num_records": n, "seq_len": int(idx_NKL.shape[-1]),
             "index_dtype": index_dtype, "num_skipped": stream.num_skipped,
             "seed": stream.layout.seed,
             **{k: v for k, v in stream.info.items() if k != "class_names"}}
-    with open(os.path.join(out_dir, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    atomic.write_json(os.path.join(out_dir, "meta.json"), meta)
     del idx_NKL
     return meta
 
