@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import numpy as np
+import psutil   # installed with grain (through portpicker)
 from PIL import Image
 
 from var_jax.data import make_image_stream, make_token_stream, prepare
@@ -50,27 +51,34 @@ def write_jpegs(root: str, count: int, seed: int = 0) -> list[str]:
     return paths
 
 
-def plain_loop(paths: list[str], image_size: int, seed: int = 0) -> float:
-    """Images/s of read + PIL decode + augment, one core, no batching."""
+def cpu_seconds() -> float:
+    """CPU time of this process and its live children (the Grain workers)."""
+    me = psutil.Process()
+    return sum(sum(p.cpu_times()[:2]) for p in [me, *me.children(recursive=True)])
+
+
+def plain_loop(paths: list[str], image_size: int, seed: int = 0) -> tuple[float, float]:
+    """(images/s, images per CPU-second) of read + PIL decode + augment, one core."""
     rng = np.random.default_rng(seed)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     for path in paths:
         with open(path, "rb") as f:
             preprocess(f.read(), image_size, rng)
-    return len(paths) / (time.perf_counter() - start)
+    return (len(paths) / (time.perf_counter() - start), len(paths) / (cpu_seconds() - cpu))
 
 
 def stream_rate(root: str, data_dir: str, image_size: int, batch: int, batches: int,
-                workers: int) -> float:
-    """Images/s of the training stream after its first batch."""
+                workers: int) -> tuple[float, float]:
+    """(images/s, images per CPU-second) of the training stream after its first batch."""
     with make_image_stream(f"folder:{root}", "train", image_size, batch, 0, True,
                            data_dir=data_dir, process_index=0, process_count=1,
                            num_workers=workers, prefetch=2) as stream:
         next(stream)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         for _ in itertools.islice(stream, batches):
             pass
-        return batches * batch / (time.perf_counter() - start)
+        n = batches * batch
+        return n / (time.perf_counter() - start), n / (cpu_seconds() - cpu)
 
 
 def token_rate(path: str, records: int, views: int, seq_len: int, batch: int,
@@ -106,16 +114,18 @@ def main() -> None:
     paths = write_jpegs(root, args.images)
     kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
     prepare(f"folder:{root}", data_dir=os.path.join(base, "tfds"))
-    results = {"plain_loop": plain_loop(paths, args.image_size)}
+    rate, per_cpu = plain_loop(paths, args.image_size)
+    results = {"plain_loop": rate, "plain_loop_per_cpu_s": per_cpu}
     print(f"{args.images} JPEGs {SIZE[0]}x{SIZE[1]}, {kb:.0f} KB each; {args.image_size} px, "
           f"batch {args.batch}; {os.cpu_count()} CPUs")
-    print(f"plain PIL loop (1 core): {results['plain_loop']:7.1f} images/s")
+    print(f"plain PIL loop (1 core): {rate:7.1f} images/s, {per_cpu:6.1f} images/CPU-s")
     for w in (int(x) for x in args.workers.split(",")):
-        rate = stream_rate(root, os.path.join(base, "tfds"), args.image_size, args.batch,
-                           args.batches, w)
-        results[f"workers_{w}"] = rate
+        rate, per_cpu = stream_rate(root, os.path.join(base, "tfds"), args.image_size,
+                                    args.batch, args.batches, w)
+        results.update({f"workers_{w}": rate, f"workers_{w}_per_cpu_s": per_cpu})
         print(f"grain stream, {w} workers: {rate:7.1f} images/s "
-              f"({rate / results['plain_loop']:.2f}x the plain loop)")
+              f"({rate / results['plain_loop']:.2f}x the plain loop), "
+              f"{per_cpu:6.1f} images/CPU-s")
     results["tokens_per_s"] = token_rate(os.path.join(base, "tokens"), 8192, 4, 680, 256, 30)
     print(f"pre-tokenized stream: {results['tokens_per_s'] / 1e6:.2f} M tokens/s "
           f"({results['tokens_per_s'] / 680:.0f} images/s of d16 at 256 px)")
