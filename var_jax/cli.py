@@ -11,7 +11,8 @@ import sys
 from var_jax.commands.options import HelpFormatter
 
 COMMANDS = {"sample": (), "edit": (), "reconstruct": (), "convert": (), "export": (),
-            "train": ("train-tokenizer",), "demo": ()}   # name -> aliases
+            "train": ("train-tokenizer",), "evaluate": (), "verify": (),
+            "demo": ()}   # name -> aliases
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,11 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def quiet_backends() -> None:
     """Silence TensorFlow's C++ logs, the TPU runtime's probe of a machine that has no TPU chips
-    (no /dev/accel* or /dev/vfio) and absl's INFO lines; variables already set are kept."""
+    (no /dev/accel* or /dev/vfio), absl's INFO lines and JAX's backend probing; variables already
+    set are kept."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if not glob.glob("/dev/accel*") and not os.path.exists("/dev/vfio"):
         os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)   # backend probing
 
 
 def main(argv: list[str] | None = None) -> int:

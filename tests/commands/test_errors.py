@@ -10,6 +10,7 @@ from var_jax.cli import main
 GOLDEN = pathlib.Path(__file__).parent.parent / "fixtures" / "golden"
 VAR, VAE = str(GOLDEN / "var_tiny_l2norm.pth"), str(GOLDEN / "vae.pth")
 MODEL = ["--var", VAR, "--vae", VAE, "--patch-nums", "1,2,3,4", "--compile-cache", ""]
+TINY_CPU = str(GOLDEN.parent.parent.parent / "experiments" / "tiny_cpu.py")
 ERR = "var-jax {}: error: {}\n"
 
 
@@ -57,6 +58,16 @@ CASES = [
     (["export", "nowhere", "out"],
      "RUN_DIR nowhere is not a training work dir (no config.json and checkpoints/ from "
      "`var-jax train --workdir`)."),
+    (["convert", "nowhere.pth", "out"],
+     "CHECKPOINT nowhere.pth: no such file; pass a released .pth such as vae_ch160v4096z32.pth "
+     "or var_d16.pth."),
+    (["train", "--config", TINY_CPU, "--workdir", "w", "--set", "loop.total_steps"],
+     "--set loop.total_steps is not KEY=VALUE, e.g. --set loop.total_steps=100."),
+    (["train", "--config", TINY_CPU, "--workdir", "w", "--set", "loop.steps=3"],
+     f"--config {TINY_CPU} with --set loop.steps=3: --set loop.steps: LoopConfig has no "
+     "field 'steps'; did you mean 'total_steps'? its fields are ['async_checkpoint', 'checkpoint_every', 'ema_decay', 'eval_batches', "
+     "'eval_every', 'global_batch', 'grad_accum', 'keep_checkpoints', 'log_every', 'multihost', "
+     "'progress_bar', 'sample_every', 'seed', 'tensorboard', 'total_steps']."),
     (["train", "--config", "nowhere.py", "--workdir", "w"],
      "experiment config nowhere.py does not exist; pass a file such as experiments/tiny_cpu.py."),
 ]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = ("Convert released PyTorch weights (.pth) to a var_jax weights directory (Orbax params + "
         "config.json, which records the scales).")
@@ -21,8 +22,13 @@ def run(args: argparse.Namespace) -> int:
     from var_jax.configs import VQVAEConfig
     from var_jax.convert import (infer_config, parse_patch_nums, read_state_dict, save_converted,
                                  var_params_from_torch, vqvae_params_from_torch)
+    from var_jax.outputs import check_output_dir
 
+    check_output_dir(args.out_dir, "OUT_DIR", empty=True)
     patch_nums = parse_patch_nums(args.patch_nums)
+    if not os.path.isfile(args.checkpoint):
+        raise FileNotFoundError(f"CHECKPOINT {args.checkpoint}: no such file; pass a released "
+                                ".pth such as vae_ch160v4096z32.pth or var_d16.pth.")
     sd = read_state_dict(args.checkpoint)
     cfg = infer_config(sd, image_size=args.image_size, patch_nums=patch_nums)
     convert = vqvae_params_from_torch if isinstance(cfg, VQVAEConfig) else var_params_from_torch

@@ -76,6 +76,7 @@ class AdaLNSelfAttn(nn.Module):
     kernel_init: Callable = _default_init   # mat_qkv, fc1
     out_init: Callable = _default_init      # attn.proj, ffn.fc2
     ada_init: Callable = _default_init      # ada_lin kernel (C, 6C) or ada_gss (1, 1, 6, C)
+    attention: str = "auto"                 # attention implementation (nn/block_attention.py)
 
     @nn.compact
     def __call__(self, x_BLC, cond, *, drop_rate=0.0, mask_11LL=None,
@@ -95,7 +96,8 @@ class AdaLNSelfAttn(nn.Module):
         h = layer_norm(x_BLC, self.norm_eps) * (1 + scale1) + shift1
         h, kv_cache = SelfAttention(self.embed_dim, self.num_heads, self.attn_l2_norm,
                                     dtype=self.dtype, kernel_init=self.kernel_init,
-                                    proj_init=self.out_init, name="attn")(
+                                    proj_init=self.out_init, attention=self.attention,
+                                    name="attn")(
             h.astype(self.dtype), mask_11LL=mask_11LL, kv_cache=kv_cache,
             cache_begin=cache_begin)
         x_BLC = x_BLC + drop_path(self, h * gamma1, drop_rate)

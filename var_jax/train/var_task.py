@@ -164,6 +164,16 @@ class VARTask(Task):
         return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, x.__getitem__),
                             params, shardings)
 
+    def check_input(self, stream) -> None:
+        info = getattr(stream, "info", None) or {}
+        n, have = info.get("num_classes"), self.config.var.num_classes
+        if n is not None and int(n) > have:
+            raise ValueError(f"the training data ({info.get('source', self.config.data.source)}"
+                             f") has {n} classes but the model has var.num_classes={have}: "
+                             "labels past it would index outside the class embedding. Set "
+                             f"--set var.num_classes={n} (or more), or use data with at most "
+                             f"{have} classes.")
+
     # ---------------------------------------------------------------- loss
     def tokens(self, vae_params, batch):
         """(targets (B, L) int32, teacher-forcing input (B, L - first_l, Cvae)) of a batch of
