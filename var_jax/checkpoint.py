@@ -55,6 +55,7 @@ class Checkpointer:
         self.restored_manifest: dict | None = None
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else keep, enable_async_checkpointing=async_save,
+            save_interval_steps=0 if read_only else 1,
             cleanup_tmp_directories=not read_only, create=not read_only, read_only=read_only)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=(STATE, DATA, META, MANIFEST))

@@ -115,7 +115,8 @@ def infer_config(sd: dict[str, np.ndarray], *, image_size: int | None = None,
 
 
 def load_weights(path: str | os.PathLike, kind: str, patch_nums: Sequence[int] | None = None,
-                 *, image_size: int | None = None, flag: str | None = None):
+                 *, image_size: int | None = None, flag: str | None = None,
+                 allow_tampered: bool = False):
     """(config, numpy params) of a model of `kind` ("var" or "vae") from any of:
 
     - a released `.pth` (config read off its keys; a tokenizer's scales from `patch_nums` or
@@ -125,7 +126,8 @@ def load_weights(path: str | os.PathLike, kind: str, patch_nums: Sequence[int] |
       stderr.
 
     `patch_nums`, when given, must agree with what a converted dir or run recorded. `flag` names
-    the path in error messages (e.g. "--vae").
+    the path in error messages (e.g. "--vae"). Converted dirs and runs are checked against their
+    sha256 manifests; `allow_tampered` lets a mismatch through with a warning.
     """
     want = _KINDS.get(kind)
     if want is None:
@@ -134,11 +136,11 @@ def load_weights(path: str | os.PathLike, kind: str, patch_nums: Sequence[int] |
     if not os.path.exists(path):
         raise FileNotFoundError(f"{name}: no such file or directory.")
     if is_converted_dir(path):
-        cfg, params = load_converted(path)
+        cfg, params = load_converted(path, allow_tampered=allow_tampered)
         if isinstance(cfg, VARConfig) and "blocks_0" in params:   # converted before the scan
             params = stack_blocks(params)
     elif is_run_dir(path):
-        cfg, params, step = load_run(path)
+        cfg, params, step = load_run(path, allow_tampered=allow_tampered)
         print(f"{name}: using the training run's latest checkpoint, step {step} (`var-jax export` "
               "writes it as a weights dir)", file=sys.stderr)
     elif os.path.isdir(path):

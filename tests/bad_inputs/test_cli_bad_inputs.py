@@ -85,15 +85,21 @@ def _w(t):
     return ["--var", str(t / "no_var.pth"), "--vae", str(t / "no_vae.pth")]
 
 
+GOLDEN = os.path.join(ROOT, "tests", "fixtures", "golden")
+REAL_WEIGHTS = ["--var", os.path.join(GOLDEN, "var_tiny_l2norm.pth"), "--vae",
+                os.path.join(GOLDEN, "vae.pth"), "--patch-nums", "1,2,3,4", "--compile-cache", ""]
+
+
 def _train(t, *extra):
     return ["train", "--config", TINY_CPU, "--workdir", str(t / "r"), *extra]
 
 
 CLI_CASES = [
     # (id, argv of the tmp folder, phrase of stderr); every one exits 2 at once
-    ("sample-empty-classes", lambda t: ["sample", "--classes", ""] + _w(t), "names no class ids"),
-    ("sample-classes-comma-only", lambda t: ["sample", "--classes", ","] + _w(t),
-     "names no class ids"),
+    ("sample-empty-classes", lambda t: ["sample", "--classes", "", "--out", str(t / "s.png")]
+     + REAL_WEIGHTS, "got none"),
+    ("sample-classes-comma-only", lambda t: ["sample", "--classes", ",", "--out",
+                                             str(t / "s.png")] + REAL_WEIGHTS, "got none"),
     ("sample-out-in-missing-folder",
      lambda t: ["sample", "--classes", "1", "--out", str(t / "no" / "x.png")] + _w(t),
      "does not exist"),

@@ -406,3 +406,91 @@ def test_builtin_trainer_configs_rebuild_from_a_manifest():
         manifest = {"config_class": f"{cls.__module__}.{cls.__qualname__}",
                     "config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
         assert config_from_manifest(manifest) == cfg
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def _convert_on_a_full_disk(tmp_path, monkeypatch):
+    from var_jax import atomic
+    monkeypatch.setattr(atomic, "write_json", _disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_converted(tmp_path / "w", CFG, random_params())
+    monkeypatch.undo()
+    assert not os.path.exists(tmp_path / "w")                  # nothing half-written
+    save_converted(tmp_path / "w", CFG, random_params())        # and it converts again
+    return load_converted(tmp_path / "w")[0] == CFG
+
+
+def _train_on_a_full_disk(tmp_path, monkeypatch):
+    from var_jax import atomic
+    workdir = tmp_path / "run"
+    train_toy(workdir)
+    before = (workdir / "config.json").read_bytes()
+    real = atomic.write_bytes
+
+    def full(path, data):
+        if str(path).endswith("config.json"):
+            _disk_full()
+        real(path, data)
+    monkeypatch.setattr(atomic, "write_bytes", full)
+    with pytest.raises(OSError, match="No space left"):
+        train_toy(workdir, toy_config(total_steps=4))
+    monkeypatch.undo()
+    assert (workdir / "config.json").read_bytes() == before    # the old file, whole
+    return train_toy(workdir) is not None
+
+
+def _cut_metrics_line(tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    train_toy(workdir)
+    shutil.rmtree(workdir / "checkpoints" / "4")
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')                               # a crash mid-append
+    train_toy(workdir)
+    return [json.loads(r)["step"] for r in open(workdir / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+CRASH_CASES = [
+    ("convert-on-a-full-disk", _convert_on_a_full_disk),
+    ("train-on-a-full-disk", _train_on_a_full_disk),
+    ("metrics-line-cut-by-a-crash", _cut_metrics_line),
+]
+
+
+@pytest.mark.parametrize("case", [c[1] for c in CRASH_CASES], ids=[c[0] for c in CRASH_CASES])
+def test_a_crash_mid_write_leaves_usable_files(tmp_path, monkeypatch, case):
+    assert case(tmp_path, monkeypatch)
+
+
+def _as_var_run(run):
+    """The toy run dressed as a transformer run (load_run reads the model config off
+    config.json's "var"), so `var-jax export` / --var RUN load its checkpoints."""
+    import dataclasses
+
+    from train_helpers import TINY_VAR
+    _edit_json(run / "config.json", lambda c: c.update(var=dataclasses.asdict(TINY_VAR)))
+    return run
+
+
+RUN_LOAD_CASES = [
+    # (id, spoil, exception or None, phrase)
+    ("intact", lambda run: None, None, None),
+    ("byte-flip", _flip_state, TamperedError, "checkpoint step 4 of"),
+    ("missing-manifest", _drop("manifest"), TamperedError, "manifest"),
+]
+
+
+@pytest.mark.parametrize("spoil, error, phrase", [c[1:] for c in RUN_LOAD_CASES],
+                         ids=[c[0] for c in RUN_LOAD_CASES])
+def test_weights_read_from_a_run_are_checked(run, spoil, error, phrase):
+    from var_jax.weights.runs import load_run
+
+    spoil(_as_var_run(run))
+    if error is None:
+        assert load_run(run)[2] == 4
+        return
+    with pytest.raises(error, match=phrase):
+        load_run(run)
+    assert load_run(run, allow_tampered=True)[2] == 4

@@ -70,7 +70,7 @@ class MetricsWriter:
         workdir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             rows = [line for line in self.path.read_text().splitlines(True) if line.strip()]
-            keep = [r for r in rows if json.loads(r)["step"] <= resume_step]
+            keep = [r for r in rows if _step_of(r) is not None and _step_of(r) <= resume_step]
             if len(keep) != len(rows):
                 atomic.write_text(self.path, "".join(keep))
         if tensorboard:
@@ -94,6 +94,14 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb[0].close()
             self._tb = None
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics row; None for a line cut short by a crash (it is dropped)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _plain(v):

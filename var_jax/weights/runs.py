@@ -37,10 +37,18 @@ def run_model_config(run_dir: str | os.PathLike) -> VARConfig | VQVAEConfig:
                      "(vqvae) model; is this a `var-jax train` work dir?")
 
 
-def load_run(run_dir: str | os.PathLike, step: int | None = None):
+def load_run(run_dir: str | os.PathLike, step: int | None = None, *,
+             allow_tampered: bool = False):
     """(model config, numpy params, step) of a run's checkpoint `step` (default: the latest);
-    the EMA weights when the run keeps them, else the live ones."""
+    the EMA weights when the run keeps them, else the live ones. The checkpoint's arrays are
+    checked against its manifest (TamperedError naming the array; `allow_tampered`: a
+    warning)."""
+    import logging
+
     import orbax.checkpoint as ocp
+
+    from var_jax import manifest as manifest_lib
+    from var_jax.checkpoint import Checkpointer, DamagedCheckpointError
 
     run_dir = os.path.abspath(os.fspath(run_dir))
     cfg = run_model_config(run_dir)
@@ -55,6 +63,17 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None):
                                 f"of {steps}.")
     with ocp.StandardCheckpointer() as ckptr:
         state = ckptr.restore(os.path.join(run_dir, _CHECKPOINTS, str(step), _STATE))
+    where = f"checkpoint step {step} of {run_dir}"
+    try:
+        with Checkpointer(os.path.join(run_dir, _CHECKPOINTS), read_only=True) as ck:
+            problems = manifest_lib.compare_arrays(ck.manifest(step), state, where)
+    except DamagedCheckpointError as e:
+        problems = [f"{where}: {e}"]
+    if problems and not allow_tampered:
+        manifest_lib.refuse(problems)
+    if problems:
+        logging.getLogger(__name__).warning("loading a checkpoint that fails its integrity "
+                                            "check (allow_tampered): %s", problems)
     params = state.get("ema_params") or state["params"]
     if isinstance(cfg, VQVAEConfig):
         params = params["vqvae"]   # a tokenizer run also trains a discriminator
