@@ -11,7 +11,8 @@ import sys
 from var_jax.commands.options import HelpFormatter
 
 COMMANDS = {"sample": (), "edit": (), "reconstruct": (), "convert": (), "export": (),
-            "train": ("train-tokenizer",), "demo": ()}   # name -> aliases
+            "train": ("train-tokenizer",), "evaluate": (), "verify": (),
+            "demo": ()}   # name -> aliases
 
 
 def build_parser() -> argparse.ArgumentParser:

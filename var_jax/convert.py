@@ -8,11 +8,13 @@ from typing import Sequence
 
 import numpy as np
 
-from var_jax.configs import (PATCH_NUMS_256, PATCH_NUMS_512, VARConfig, VQVAEConfig)
+from var_jax.configs import (ADALN_GAMMA_INIT, DEFAULT_ADALN_GAMMA_INIT, PATCH_NUMS_256,
+                             PATCH_NUMS_512, VARConfig, VQVAEConfig)
 from var_jax.weights.runs import is_run_dir, load_run
 from var_jax.weights.store import is_converted_dir, load_converted, save_converted
 from var_jax.weights.torch_zip import (CorruptCheckpointError, UnsafeCheckpointError,
                                        load_torch_state_dict)
+from var_jax.weights.var_keys import stack_blocks
 
 __all__ = [
     "CorruptCheckpointError", "UnsafeCheckpointError", "infer_config", "load_converted",
@@ -106,7 +108,8 @@ def infer_config(sd: dict[str, np.ndarray], *, image_size: int | None = None,
             vocab_size=int(sd["head.weight"].shape[0]),
             vae_channels=int(sd["word_embed.weight"].shape[1]),
             mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / width,
-            shared_aln="shared_ada_lin.1.weight" in sd, attn_l2_norm=l2)
+            shared_aln="shared_ada_lin.1.weight" in sd, attn_l2_norm=l2,
+            adaln_gamma_init=ADALN_GAMMA_INIT.get(depth, DEFAULT_ADALN_GAMMA_INIT))
     raise ValueError("unrecognised state dict: neither a VAR tokenizer (quantize.embedding.weight) "
                      "nor a VAR transformer (class_emb.weight).")
 
@@ -132,6 +135,8 @@ def load_weights(path: str | os.PathLike, kind: str, patch_nums: Sequence[int] |
         raise FileNotFoundError(f"{name}: no such file or directory.")
     if is_converted_dir(path):
         cfg, params = load_converted(path)
+        if isinstance(cfg, VARConfig) and "blocks_0" in params:   # converted before the scan
+            params = stack_blocks(params)
     elif is_run_dir(path):
         cfg, params, step = load_run(path)
         print(f"{name}: using the training run's latest checkpoint, step {step} (`var-jax export` "

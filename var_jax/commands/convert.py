@@ -22,7 +22,9 @@ def run(args: argparse.Namespace) -> int:
     from var_jax.configs import VQVAEConfig
     from var_jax.convert import (infer_config, parse_patch_nums, read_state_dict, save_converted,
                                  var_params_from_torch, vqvae_params_from_torch)
+    from var_jax.outputs import check_output_dir
 
+    check_output_dir(args.out_dir, "OUT_DIR", empty=True)
     patch_nums = parse_patch_nums(args.patch_nums)
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"CHECKPOINT {args.checkpoint}: no such file; pass a released "

@@ -50,6 +50,21 @@ def box_mask(box: tuple[float, float, float, float], size: int):
     return mask
 
 
+def check_same_aspect(image: str, mask: str) -> None:
+    """The mask is resized and centre-cropped like the image: refuse another aspect ratio."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image) as a, Image.open(mask) as b:
+            (wa, ha), (wb, hb) = a.size, b.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read {image} or the --mask {mask}: {e}") from e
+    if abs(wa / ha - wb / hb) > 0.01:
+        raise ValueError(f"--mask {mask} is {wb}x{hb} but the image {image} is {wa}x{ha}: "
+                         "the mask would cover another region after the centre crop; give a "
+                         "mask of the image's shape (or use --box).")
+
+
 def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
@@ -57,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from var_jax.commands.reconstruct import load_image
     from var_jax.commands.sample import check_sampling, parse_classes, save_grid
     from var_jax.editing import edit
+    from var_jax.outputs import check_output_file
 
+    check_output_file(args.out, "--out", image=True)
+    if args.mask:
+        check_same_aspect(args.image, args.mask)
     check_sampling(args)
     check_positive("--num", args.num)
     box = parse_box(args.box) if args.box else None

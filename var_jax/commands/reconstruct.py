@@ -52,10 +52,14 @@ def load_image(path: str, size: int):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    from var_jax.data.augment import UnreadableImageError, to_rgb
+
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            im.load()
+            im = to_rgb(im)
+    except (UnidentifiedImageError, UnreadableImageError, OSError, SyntaxError,
+            ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
     w, h = im.size
     scale = size / min(w, h)
@@ -98,10 +102,13 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from PIL import Image
 
+    from var_jax import atomic
     from var_jax.vqvae import VQVAE
 
+    from var_jax.outputs import check_output_dir
+
+    check_output_dir(args.out, "--out")
     check_positive("--batch-size", args.batch_size)
     files = list_images(args.images)
     cfg, params = load_tokenizer(args)
@@ -132,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
             pyramid = np.concatenate([original] + [_to_uint8(x) for x in per_scale[:, i]], 1)
             recon_path = os.path.join(args.out, f"{stem}_recon.png")
             pyramid_path = os.path.join(args.out, f"{stem}_pyramid.png")
-            Image.fromarray(recon).save(recon_path)
-            Image.fromarray(pyramid).save(pyramid_path)
+            atomic.write_image(recon_path, recon)
+            atomic.write_image(pyramid_path, pyramid)
             print(f"[{start + i + 1}/{len(files)}] {files[start + i]}: PSNR {psnr:.2f} dB -> "
                   f"{recon_path}, {pyramid_path}")
     return 0

@@ -48,7 +48,8 @@ def check_sampling(args: argparse.Namespace) -> None:
 def save_grid(imgs_BHW3, path: str, nrow: int) -> None:
     """Images in [0, 1] -> one PNG, `nrow` per row, 2-pixel white gaps."""
     import numpy as np
-    from PIL import Image
+
+    from var_jax import atomic
 
     imgs = np.clip(np.round(np.asarray(imgs_BHW3) * 255.0), 0, 255).astype(np.uint8)
     B, H, W, _ = imgs.shape
@@ -59,15 +60,17 @@ def save_grid(imgs_BHW3, path: str, nrow: int) -> None:
     for i, img in enumerate(imgs):
         r, c = divmod(i, cols)
         grid[r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = img
-    Image.fromarray(grid).save(path)
+    atomic.write_image(path, grid)
 
 
 def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
+    from var_jax.outputs import check_output_file
     from var_jax.sampling import sample
 
+    check_output_file(args.out, "--out", image=True)
     check_sampling(args)
     check_positive("--per-class", args.per_class)
     check_positive("--nrow", args.nrow)

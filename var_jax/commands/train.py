@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE",
                         help="override a config field, e.g. --set loop.total_steps=100 "
                              "--set tokenizer=runs/tok/tokenizer (repeatable)")
+    parser.add_argument("--allow-tampered", action="store_true",
+                        help="resume even if the checkpoint fails its sha256 manifest check "
+                             "(recorded in the next manifest)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume with a config other than the checkpoint's (recorded in "
+                             "the next manifest)")
 
 
 def with_tokenizer_space(config):
@@ -63,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from var_jax.commands.export import export_run
+    from var_jax.outputs import check_output_dir
     from var_jax.train.experiment import load_experiment, override
     from var_jax.train.loop import train_and_evaluate
     from var_jax.train.tokenizer_config import TokenizerTrainConfig
@@ -78,13 +85,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ValueError(f"--config {args.config} with --set {' '.join(args.overrides)}: {e}"
                          if args.overrides else f"--config {args.config}: {e}") from e
+    if args.export:
+        check_output_dir(args.export, "--export")
+    allow = dict(allow_tampered=args.allow_tampered, allow_config_change=args.allow_config_change)
     if isinstance(config, TokenizerTrainConfig):
-        state = train_and_evaluate(config, args.workdir, TokenizerTask(config))
+        state = train_and_evaluate(config, args.workdir, TokenizerTask(config), **allow)
         export = export_tokenizer(state, config,
                                   args.export or os.path.join(args.workdir, "tokenizer"))
     elif isinstance(config, VARTrainConfig):
         config = with_tokenizer_space(config)
-        state = train_and_evaluate(config, args.workdir, VARTask(config))
+        state = train_and_evaluate(config, args.workdir, VARTask(config), **allow)
         export = args.export and export_run(args.workdir, args.export)[0]
     else:
         raise ValueError(f"--config {args.config}: get_config() returns a "

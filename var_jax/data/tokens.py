@@ -1,6 +1,7 @@
 """Pre-tokenized datasets: encode a split to VQ indices once, then stream the indices resumably."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -8,8 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from var_jax.data.order import EpochOrder
-from var_jax.data.stream import ResumableStream
+from var_jax import atomic
+from var_jax.data.pipeline import BatchStream, Layout
 
 FORMAT = "var_jax.tokens/1"
 
@@ -25,7 +26,7 @@ def _codes_BL(codes, batch: int) -> np.ndarray:
     return codes
 
 
-def pretokenize(stream: ResumableStream, encode_fn: Callable, out_path: str, *,
+def pretokenize(stream: BatchStream, encode_fn: Callable, out_path: str, *,
                 index_dtype: str = "uint16", overwrite: bool = False,
                 progress: bool = False) -> dict:
     """Encodes every image of a fresh eval stream once; writes a directory `out_path`.
@@ -42,7 +43,7 @@ def pretokenize(stream: ResumableStream, encode_fn: Callable, out_path: str, *,
     if stream.train:
         raise ValueError("pretokenize needs an eval stream (train=False): one pass over the "
                          "split with centre crops.")
-    if stream.order.process_count != 1 or stream.get_state()["position"] != 0:
+    if stream.layout.process_count != 1 or stream.get_state()["position"] != 0:
         raise ValueError("pretokenize needs a fresh, single-process stream (process_index=0, "
                          "process_count=1, nothing read yet), so every record is encoded.")
     if os.path.exists(out_path) and not overwrite:
@@ -61,7 +62,7 @@ def pretokenize(stream: ResumableStream, encode_fn: Callable, out_path: str, *,
     return meta
 
 
-def _write_tokens(stream: ResumableStream, encode_fn: Callable, out_dir: str,
+def _write_tokens(stream: BatchStream, encode_fn: Callable, out_dir: str,
                   index_dtype: str, progress: bool) -> dict:
     limit = np.iinfo(np.dtype(index_dtype)).max
     n = stream.num_records
@@ -83,12 +84,13 @@ def _write_tokens(stream: ResumableStream, encode_fn: Callable, out_dir: str,
         label_N[row:row + len(codes)] = batch["label"][mask]
         row += len(codes)
     idx_NL.flush()
-    np.save(os.path.join(out_dir, "label.npy"), label_N)
+    buf = io.BytesIO()
+    np.save(buf, label_N)
+    atomic.write_bytes(os.path.join(out_dir, "label.npy"), buf.getvalue())
     meta = {"format": FORMAT, "num_records": n, "seq_len": int(idx_NL.shape[1]),
             "index_dtype": index_dtype, "num_skipped": stream.num_skipped,
             **{k: v for k, v in stream.info.items() if k != "class_names"}}
-    with open(os.path.join(out_dir, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    atomic.write_json(os.path.join(out_dir, "meta.json"), meta)
     del idx_NL
     return meta
 
@@ -106,25 +108,33 @@ def read_token_meta(path: str) -> dict:
     return meta
 
 
-class TokenBatchLoader:
-    """load_batch for ResumableStream over memory-mapped idx.npy / label.npy."""
+class TokenRows:
+    """Grain transform: position -> {"idx": int32 (L,), "label": int32}, read from the
+    memory-mapped idx.npy / label.npy (opened once per process); eval adds "mask"."""
 
-    def __init__(self, path: str):
-        self.idx_NL = np.load(os.path.join(path, "idx.npy"), mmap_mode="r", allow_pickle=False)
-        self.label_N = np.load(os.path.join(path, "label.npy"), allow_pickle=False)
+    def __init__(self, path: str, num_records: int, train: bool):
+        self.path, self.num_records, self.train = path, num_records, train
+        self._arrays = None
 
-    def __call__(self, epoch: int, indices: np.ndarray, valid: np.ndarray):
-        idx_bL = np.zeros((len(indices), self.idx_NL.shape[1]), np.int32)
-        label_b = np.zeros((len(indices),), np.int32)
-        rows = indices[valid]
-        idx_bL[valid] = self.idx_NL[rows]
-        label_b[valid] = self.label_N[rows]
-        return {"idx": idx_bL, "label": label_b}, 0
+    def __getstate__(self):   # workers open their own memory maps
+        return {**self.__dict__, "_arrays": None}
+
+    def __call__(self, index) -> dict:
+        if self._arrays is None:
+            self._arrays = tuple(np.load(os.path.join(self.path, f), mmap_mode="r",
+                                         allow_pickle=False) for f in ("idx.npy", "label.npy"))
+        idx_NL, label_N = self._arrays
+        index = int(index)
+        real = index < self.num_records
+        row = min(index, self.num_records - 1)
+        example = {"idx": idx_NL[row].astype(np.int32) * real,
+                   "label": np.int32(label_N[row] * real)}
+        return example if self.train else {**example, "mask": np.bool_(real)}
 
 
 def make_token_stream(path: str, batch_size: int, seed: int, train: bool,
                       process_index: int | None = None, process_count: int | None = None, *,
-                      prefetch: int = 0) -> ResumableStream:
+                      num_workers: int = 0, prefetch: int = 0) -> BatchStream:
     """Batches {"idx": int32 (b, L), "label": int32 (b,)} of a pretokenized directory.
 
     Same order, host split, eval "mask" and get_state()/set_state() as make_image_stream.
@@ -134,6 +144,7 @@ def make_token_stream(path: str, batch_size: int, seed: int, train: bool,
         import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
-    order = EpochOrder(meta["num_records"], batch_size, seed, train, process_index, process_count)
-    return ResumableStream(order, TokenBatchLoader(path), prefetch=prefetch,
-                           name=f"tokens:{path}", info=meta)
+    layout = Layout(meta["num_records"], batch_size, seed, train, process_index, process_count)
+    examples = layout.positions().map(TokenRows(path, meta["num_records"], train))
+    return BatchStream(layout, examples, num_workers=num_workers, prefetch=prefetch,
+                       name=f"tokens:{path}", info=meta)
