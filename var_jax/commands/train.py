@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = override(load_experiment(args.config), args.overrides)
+    if args.export:
+        check_output_dir(args.export, "--export")
+    allow = dict(allow_tampered=args.allow_tampered, allow_config_change=args.allow_config_change)
     if isinstance(config, TokenizerTrainConfig):
         state = train_and_evaluate(config, args.workdir, TokenizerTask(config), **allow)
         export = export_tokenizer(state, config,
