@@ -141,5 +141,6 @@ def run(args: argparse.Namespace) -> int:
             pyramid_path = os.path.join(args.out, f"{stem}_pyramid.png")
             atomic.write_image(recon_path, recon)
             atomic.write_image(pyramid_path, pyramid)
-            print(f"[{start + i + 1}/{len(files)}] {files[start + i]}: PSNR {psnr:.2f} dB -> {recon_path}, {pyramid_path}")
+            print(f"[{start + i + 1}/{len(files)}] {files[start + i]}: PSNR {psnr:.2f} dB -> "
+                  f"{recon_path}, {pyramid_path}")
     return 0
