@@ -6,8 +6,8 @@ Recipe (reference README: --depth=16 --bs=768 --ep=200 --fp16=1 --alng=1e-3 --wp
   0.05 (constant), grad clip 2, class dropout 0.1, drop-path 0.06667, bf16 compute.
 Model FLOPs: 0.93 TF per training image, 2.38e+20 for the run: about 6 H100-days or
   13 TPU v5p chip-days at 45% MFU (estimates, not measured).
-Uncertain: the reference run used --alng=0.001 (AdaLN gamma rows of the init x0.001); var_jax's
-  init uses the reference's default 1e-5 for every depth.
+AdaLN gamma init: the reference run's --alng=0.001 (VARConfig.adaln_gamma_init, set by the
+  preset).
 
 First convert the tokenizer: var-jax convert vae_ch160v4096z32.pth weights/vae_ch160v4096z32
 Optionally pre-tokenize ImageNet (var_jax.data.pretokenize) and add --set data.tokens=DIR.
