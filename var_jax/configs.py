@@ -9,7 +9,8 @@ import numpy as np
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-REMAT_POLICIES = ("none", "dots", "full")   # see var_jax/var.py REMAT
+REMAT_POLICIES = ("none", "dots", "full")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "chunked")   # nn/block_attention.py   # see var_jax/var.py REMAT
 # The reference runs' --alng (AdaLN gamma rows of the init multiplied by it), per depth, from
 # its README's training commands; other depths get its default, 1e-5.
 ADALN_GAMMA_INIT = {16: 1e-3, 20: 1e-3, 24: 1e-4, 30: 1e-5, 36: 5e-6}
@@ -158,6 +159,7 @@ class VARConfig:
     dtype: str = "float32"          # compute dtype; logits are always float32
     remat: str = "none"             # block rematerialisation: none / dots / full (REMAT_POLICIES)
     adaln_gamma_init: float = DEFAULT_ADALN_GAMMA_INIT   # "alng": AdaLN gamma init multiplier
+    attention: str = "auto"         # teacher-forcing attention (ATTENTION_IMPLEMENTATIONS)
 
     def __post_init__(self):
         object.__setattr__(self, "patch_nums", tuple(int(p) for p in self.patch_nums))
@@ -166,6 +168,10 @@ class VARConfig:
             raise ValueError(f"{name}.remat={self.remat!r} is not one of {REMAT_POLICIES}: 'none' "
                              "keeps every activation, 'dots' saves only the matmul outputs, "
                              "'full' recomputes each block in the backward pass.")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"{name}.attention={self.attention!r} is not one of "
+                             f"{ATTENTION_IMPLEMENTATIONS}; 'auto' picks splash on TPU, cuDNN on "
+                             "GPU (bf16) and per-scale chunks on CPU.")
         if not self.adaln_gamma_init > 0:
             raise ValueError(f"{name}.adaln_gamma_init={self.adaln_gamma_init} must be > 0.")
         for field in ("depth", "embed_dim", "num_heads", "num_classes", "vocab_size",

@@ -10,6 +10,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from var_jax.configs import VARConfig, VQVAEConfig
+from var_jax.token_filter import filter_logits
 from var_jax.var import VAR, init_kv_cache
 
 BATCH_AXIS = "batch"
@@ -25,30 +26,6 @@ class SamplerOptions(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- token choice
-def filter_logits(logits_BlV, top_k: int, top_p: float):
-    """Set to -inf every logit outside top-k (>= k-th largest) and outside the top-p nucleus.
-
-    As the reference: top-p sorts ascending, drops tokens whose cumulative probability is
-    <= 1 - top_p, and always keeps the most likely token. top_k=0 / top_p=0 disable each.
-    The nucleus is computed over the k largest logits only (the others have probability 0
-    after top-k), so one `lax.top_k` replaces a full sort of the vocabulary.
-    """
-    V = logits_BlV.shape[-1]
-    k = top_k if 0 < top_k < V else V
-    if k == V and top_p <= 0:
-        return logits_BlV
-    top_desc = jax.lax.top_k(logits_BlV, k)[0]
-    if k < V:
-        logits_BlV = jnp.where(logits_BlV < top_desc[..., -1:], -jnp.inf, logits_BlV)
-    if top_p > 0:
-        top_asc = top_desc[..., ::-1]
-        cum = jnp.cumsum(jax.nn.softmax(top_asc, axis=-1), axis=-1)
-        dropped = jnp.sum(cum[..., :-1] <= 1.0 - top_p, axis=-1, keepdims=True)
-        smallest_kept = jnp.take_along_axis(top_asc, dropped, axis=-1)
-        logits_BlV = jnp.where(logits_BlV < smallest_kept, -jnp.inf, logits_BlV)
-    return logits_BlV
-
-
 def gumbel_softmax(key, logits, tau: float):
     """Soft gumbel-softmax weights softmax((logits + g) / tau) over the last axis."""
     g = jax.random.gumbel(key, logits.shape, jnp.float32)

@@ -100,7 +100,8 @@ class VAR(nn.Module):
         self.blocks = AdaLNSelfAttn(C, cfg.num_heads, cfg.mlp_dim, norm_eps=cfg.norm_eps,
                                     shared_aln=cfg.shared_aln, attn_l2_norm=cfg.attn_l2_norm,
                                     dtype=jnp.dtype(cfg.dtype), kernel_init=init,
-                                    out_init=out_init, ada_init=ada_init)
+                                    out_init=out_init, ada_init=ada_init,
+                                    attention=cfg.attention)
         self.head_nm = AdaLNBeforeHead(C, cfg.norm_eps, ada_init=scaled(init, ADA_OTHER_MUL))
         self.head = nn.Dense(cfg.vocab_size, kernel_init=_lp(scaled(init, HEAD_MUL),
                                                              ("embed", "vocab")),
@@ -177,11 +178,13 @@ class VAR(nn.Module):
             self.word_embed(x_BLCv_wo_first_l.astype(jnp.float32)),
         ], axis=1) + self._lvl_pos(0, cfg.seq_len)
         x_BLC = nn.with_logical_constraint(x_BLC, ("batch", "seq", "embed"))
-        mask_11LL = block_causal_mask(cfg.patch_nums)
-        step = _teacher_forcing_step
+        # The mask is closed over, not a scan input: it stays a numpy constant whose block
+        # structure the attention exploits (var_jax/nn/block_attention.py).
+        step = functools.partial(_teacher_forcing_step,
+                                 mask_11LL=block_causal_mask(cfg.patch_nums))
         if REMAT[cfg.remat] is not None:
             step = nn.remat(step, policy=REMAT[cfg.remat], prevent_cse=False)
-        x_BLC, _ = self._scan(step, x_BLC, (mods_DB16C, self._drop_rates()), mask_11LL)
+        x_BLC, _ = self._scan(step, x_BLC, (mods_DB16C, self._drop_rates()))
         return self.logits(x_BLC, cond_BD)
 
     # -- one scale of sampling
@@ -207,7 +210,7 @@ def _modulation_step(block, carry, _, cond):
     return carry, block.modulation(cond)
 
 
-def _teacher_forcing_step(block, x_BLC, layer, mask_11LL):
+def _teacher_forcing_step(block, x_BLC, layer, *, mask_11LL):
     mod_B16C, drop_rate = layer
     x_BLC, _ = block(x_BLC, mod_B16C, drop_rate=0.0 if drop_rate is None else drop_rate,
                      mask_11LL=mask_11LL)

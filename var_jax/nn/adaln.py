@@ -77,6 +77,7 @@ class AdaLNSelfAttn(nn.Module):
     kernel_init: Callable = _default_init   # mat_qkv, fc1
     out_init: Callable = _default_init      # attn.proj, ffn.fc2
     ada_init: Callable = _default_init      # ada_lin kernel (C, 6C) or ada_gss (1, 1, 6, C)
+    attention: str = "auto"                 # attention implementation (nn/block_attention.py)
 
     def setup(self):
         C = self.embed_dim
@@ -87,7 +88,8 @@ class AdaLNSelfAttn(nn.Module):
             self.ada_lin = nn.Dense(6 * C, kernel_init=_lp(self.ada_init, ("embed", "ada")),
                                     bias_init=_lp(_zeros, ("ada",)))
         self.attn = SelfAttention(C, self.num_heads, self.attn_l2_norm, dtype=self.dtype,
-                                  kernel_init=self.kernel_init, proj_init=self.out_init)
+                                  kernel_init=self.kernel_init, proj_init=self.out_init,
+                                  attention=self.attention)
         self.ffn = FFN(C, self.mlp_dim, dtype=self.dtype, kernel_init=self.kernel_init,
                        out_init=self.out_init)
 

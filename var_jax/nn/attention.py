@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from var_jax.nn.block_attention import block_causal_attention
+
 MAX_LOG_SCALE = math.log(100.0)   # the per-head q scale is exp(min(scale_mul, log 100))
 L2_EPS = 1e-12                    # x / max(||x||, eps), as torch's F.normalize
 
@@ -66,6 +68,7 @@ class SelfAttention(nn.Module):
     Teacher forcing: pass `mask_11LL` (the block-causal mask) and no cache.
     Sampling: pass `kv_cache` and the static token range [begin, begin + l) of the current
     scale; its keys/values are written there and the queries attend to cache[:, :begin + l].
+    `attention`: the implementation (var_jax/nn/block_attention.py), "auto" for the backend's.
     """
 
     embed_dim: int
@@ -74,6 +77,7 @@ class SelfAttention(nn.Module):
     dtype: Any = jnp.float32
     kernel_init: Callable = nn.initializers.lecun_normal()   # mat_qkv
     proj_init: Callable = nn.initializers.lecun_normal()     # proj
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x_BLC, *, mask_11LL=None, kv_cache: KVCache | None = None,
@@ -112,9 +116,8 @@ class SelfAttention(nn.Module):
             k, v = (a.astype(self.dtype) for a in kv_cache.read(end))
             mask_11LL = None   # all cached tokens belong to this or coarser scales
 
-        out_BLHc = jax.nn.dot_product_attention(
-            q, k, v, mask=None if mask_11LL is None else jnp.asarray(mask_11LL),
-            scale=scale, implementation=None)
+        out_BLHc = block_causal_attention(q, k, v, scale=scale, mask_11LL=mask_11LL,
+                                          implementation=self.attention)
         out_BLC = out_BLHc.reshape(B, L, C)
         out_BLC = nn.Dense(C, dtype=self.dtype, name="proj",
                            kernel_init=lp(self.proj_init, ("qkv", "embed")),

@@ -129,7 +129,8 @@ class VARTask(Task):
         self.config = config
         self.model, self.vae = VAR(config.var), VQVAE(config.vae)
         self.flops_per_example = var_train_flops(config.var)
-        self._scale_L = jnp.asarray(scale_of_token(config.var.patch_nums))
+        # numpy, not jnp: no JAX call before train_and_evaluate's jax.distributed.initialize()
+        self._scale_L = np.asarray(scale_of_token(config.var.patch_nums))
         self.lr = None
 
     # ---------------------------------------------------------------- model, optimizer, frozen
@@ -155,9 +156,23 @@ class VARTask(Task):
         if self.config.tokenizer is None:
             return None
         from var_jax.convert import load_weights
-        _, params = load_weights(self.config.tokenizer, self.config.vae)   # numpy, every host
+        cfg, params = load_weights(self.config.tokenizer, "vae", self.config.vae.patch_nums,
+                                   flag="tokenizer=")   # numpy, every host
+        if cfg != self.config.vae:
+            raise ValueError(f"tokenizer={self.config.tokenizer} holds {cfg}, but the config's "
+                             f"vae is {self.config.vae}; make them equal.")
         return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, x.__getitem__),
                             params, shardings)
+
+    def check_input(self, stream) -> None:
+        info = getattr(stream, "info", None) or {}
+        n, have = info.get("num_classes"), self.config.var.num_classes
+        if n is not None and int(n) > have:
+            raise ValueError(f"the training data ({info.get('source', self.config.data.source)}"
+                             f") has {n} classes but the model has var.num_classes={have}: "
+                             "labels past it would index outside the class embedding. Set "
+                             f"--set var.num_classes={n} (or more), or use data with at most "
+                             f"{have} classes.")
 
     # ---------------------------------------------------------------- loss
     def tokens(self, vae_params, batch):
