@@ -6,8 +6,8 @@ Recipe (reference README: --depth=16 --bs=768 --ep=200 --fp16=1 --alng=1e-3 --wp
   0.05 (constant), grad clip 2, class dropout 0.1, drop-path 0.06667, bf16 compute.
 Model FLOPs: 0.93 TF per training image, 2.38e+20 for the run: about 6 H100-days or
   13 TPU v5p chip-days at 45% MFU (estimates, not measured).
-The reference run used --alng=0.001; VARConfig.d16() sets adaln_gamma_init to it
-  (configs.ADALN_GAMMA_INIT).
+AdaLN gamma init: the reference run's --alng=0.001 (VARConfig.adaln_gamma_init, set by the
+  preset).
 
 remat="dots": compiled ahead of time for v5e:8x8 at batch 768 it needs 4.1 of 16 GiB per chip
   (16.6 GiB without remat; experiments/aot_compile.py, README "Ahead-of-time memory proof").

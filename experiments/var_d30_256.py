@@ -6,8 +6,8 @@ Recipe (reference README: --depth=30 --bs=1024 --ep=350 --tblr=8e-5 --fp16=1 --a
   0.05, cosine to 0.08 ("twde"), grad clip 2, class dropout 0.1, drop-path 0.125, bf16 compute.
 Model FLOPs: 5.77 TF per training image, 2.59e+21 for the run: about 67 H100-days or
   145 TPU v5p chip-days at 45% MFU (estimates, not measured).
-The reference run used --alng=1e-5; VARConfig.d30() sets adaln_gamma_init to it
-  (configs.ADALN_GAMMA_INIT).
+AdaLN gamma init: the reference run's --alng=1e-5 (VARConfig.adaln_gamma_init, set by the
+  preset).
 
 remat="dots": compiled ahead of time for v4:4x4x4 at batch 1024 it needs 16.9 of 32 GiB per chip
   (76.9 GiB without remat; experiments/aot_compile.py, README "Ahead-of-time memory proof").

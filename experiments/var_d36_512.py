@@ -6,8 +6,8 @@ Recipe (reference README: --depth=36 --saln=1 --pn=512 --bs=768 --ep=350 --tblr=
   0.05, cosine to 0.08 ("twde"), grad clip 2, class dropout 0.1, drop-path 0.15, bf16 compute.
 Model FLOPs: 35.94 TF per training image, 1.61e+22 for the run: about 419 H100-days or
   903 TPU v5p chip-days at 45% MFU (estimates, not measured).
-The reference run used --alng=5e-06; VARConfig.d36() sets adaln_gamma_init to it
-  (configs.ADALN_GAMMA_INIT).
+AdaLN gamma init: the reference run's --alng=5e-06 (VARConfig.adaln_gamma_init, set by the
+  preset).
   At 512px an image is 2240 tokens: add --set loop.grad_accum=2 (or more) if activations
   do not fit.
 
