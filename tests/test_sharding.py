@@ -31,14 +31,18 @@ def test_make_mesh_resolves_minus_one_and_rejects_bad_sizes():
 
 def test_rules_table_maps_the_transformer_names():
     rules = dict(sharding.LOGICAL_AXIS_RULES)
-    for name in ("batch", "embed", "mlp", "qkv", "ada", "vocab", "classes", "cvae", "seq", "heads"):
+    for name in ("batch", "embed", "mlp", "qkv", "ada", "vocab", "classes", "cvae", "seq", "heads",
+                 "layers"):
         assert name in rules, name
+    assert rules["layers"] is None   # the scanned blocks' stack axis is never split
     import flax.linen as nn
     # a parameter: width over fsdp, hidden over tensor; an activation: batch takes data+fsdp
     assert nn.logical_to_mesh_axes(("embed", "mlp"), sharding.LOGICAL_AXIS_RULES) == \
         P("fsdp", "tensor")
     assert nn.logical_to_mesh_axes(("batch", "seq", "embed"), sharding.LOGICAL_AXIS_RULES) == \
         P(("data", "fsdp"), None, None)
+    assert nn.logical_to_mesh_axes(("layers", "embed", "mlp"), sharding.LOGICAL_AXIS_RULES) == \
+        P(None, "fsdp", "tensor")
 
 
 def test_multihost_detection_reads_the_environment(monkeypatch):
@@ -57,8 +61,8 @@ def test_sharded_var_train_step_matches_one_device_and_params_are_sharded():
     r = run_with_8_devices(__file__, "train_step")
     assert r["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
     assert r["loss_err"] < 1e-5 and r["param_err"] < 1e-5 and r["opt_err"] < 1e-5, r
-    assert r["fc1_spec"] == ["fsdp", "tensor"], r            # ("embed", "mlp")
-    assert r["fc1_shard_shape"] == [8, 128], r                 # (32, 128): 4-way on embed
+    assert r["fc1_spec"] == [None, "fsdp", "tensor"], r      # ("layers", "embed", "mlp")
+    assert r["fc1_shard_shape"][1:] == [8, 128], r             # (32, 128): 4-way on embed
     assert r["mu_spec"] == r["fc1_spec"] and r["count_spec"] == [], r
     assert r["codebook_spec"] == ["fsdp", None], r           # frozen VQ-VAE, no names: fallback
     assert r["batch_spec"] == [["data", "fsdp"]], r
@@ -68,7 +72,7 @@ def test_sharded_var_train_step_matches_one_device_and_params_are_sharded():
 def test_transformer_params_follow_the_rules_on_a_2x2x2_mesh():
     r = run_with_8_devices(__file__, "var_params")
     assert r["head_kernel"] == ["fsdp", "tensor"], r        # ("embed", "vocab")
-    assert r["mat_qkv"] == ["fsdp", "tensor"], r            # ("embed", "qkv")
+    assert r["mat_qkv"] == [None, "fsdp", "tensor"], r      # ("layers", "embed", "qkv")
     assert r["class_emb"] == [None, "fsdp"], r              # ("classes", "embed"): 5 rows
     assert r["pos_1LC"] == [None, None, "fsdp"], r          # (None, "seq", "embed")
     assert r["sharded_dims_divisible"], r
@@ -118,14 +122,14 @@ def _case_train_step() -> dict:
     err = lambda a, b: max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))  # noqa: E731
                            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     state, mesh = many[0], many[2]
-    fc1 = state.params["blocks_0"]["ffn"]["fc1"]["kernel"]
+    fc1 = state.params["blocks"]["ffn"]["fc1"]["kernel"]
     adam = state.opt_state[1][0]
     return {
         "mesh": dict(mesh.shape), "loss_err": err(one[1]["loss"], many[1]["loss"]),
         "param_err": err(one[0].params, many[0].params),
         "opt_err": err(one[0].opt_state, many[0].opt_state),
         "fc1_spec": _spec(fc1), "fc1_shard_shape": list(fc1.addressable_shards[0].data.shape),
-        "mu_spec": _spec(adam.mu["blocks_0"]["ffn"]["fc1"]["kernel"]),
+        "mu_spec": _spec(adam.mu["blocks"]["ffn"]["fc1"]["kernel"]),
         "count_spec": list(adam.count.sharding.spec),
         "codebook_spec": _spec(state.frozen["quantize"]["embedding"]),
         "batch_spec": _spec(many[3]["idx"])[:1],
@@ -148,7 +152,7 @@ def _case_var_params() -> dict:
              == 0 for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings))
              for i, ax in enumerate(s.spec) if ax is not None)
     return {"head_kernel": specs["head"]["kernel"],
-            "mat_qkv": specs["blocks_0"]["attn"]["mat_qkv"]["kernel"],
+            "mat_qkv": specs["blocks"]["attn"]["mat_qkv"]["kernel"],
             "class_emb": specs["class_emb"]["embedding"], "pos_1LC": specs["pos_1LC"],
             "sharded_dims_divisible": bool(ok)}
 

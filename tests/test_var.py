@@ -13,7 +13,8 @@ from test_var_golden import golden_var
 from var_jax.configs import VARConfig
 from var_jax.var import VAR, init_kv_cache, init_var_params, var_param_logical_axes
 
-ALLOWED_AXES = {"embed", "mlp", "qkv", "ada", "vocab", "classes", "cvae", "seq", "heads", None}
+ALLOWED_AXES = {"embed", "mlp", "qkv", "ada", "vocab", "classes", "cvae", "seq", "heads", "layers",
+                None}
 PRESETS = [VARConfig.d16, VARConfig.d20, VARConfig.d24, VARConfig.d30, VARConfig.d36]
 SMALL = VARConfig(depth=1, embed_dim=64, num_heads=2, num_classes=10, patch_nums=(1, 2, 3),
                   vocab_size=64, vae_channels=8)
@@ -47,12 +48,11 @@ def test_preset_shapes_without_memory(preset):
     C = cfg.embed_dim
     chex.assert_shape(params["pos_1LC"], (1, cfg.seq_len, C))
     chex.assert_shape(params["class_emb"]["embedding"], (cfg.num_classes + 1, C))
-    chex.assert_shape(params[f"blocks_{cfg.depth - 1}"]["attn"]["mat_qkv"]["kernel"], (C, 3 * C))
+    chex.assert_shape(params["blocks"]["attn"]["mat_qkv"]["kernel"], (cfg.depth, C, 3 * C))
     assert ("shared_ada_lin" in params) == cfg.shared_aln
     # The block-sampling path: one scale with a full-length KV cache.
     caches = jax.eval_shape(lambda: init_kv_cache(cfg, 2 * B))
-    assert len(caches) == cfg.depth
-    chex.assert_shape(caches[0].k, (2 * B, cfg.seq_len, cfg.num_heads, cfg.head_dim))
+    chex.assert_shape(caches.k, (cfg.depth, 2 * B, cfg.seq_len, cfg.num_heads, cfg.head_dim))
     si = cfg.num_scales - 1
     pn = cfg.patch_nums[si]
 
@@ -80,11 +80,11 @@ def test_logical_axes_use_only_the_agreed_names():
         for path, spec in flat:
             assert set(spec) <= ALLOWED_AXES, (path, spec)
             assert len(spec) == len(shapes[path].shape), (path, spec)
-    blk = axes["blocks_0"]
-    assert tuple(blk["attn"]["mat_qkv"]["kernel"]) == ("embed", "qkv")
-    assert tuple(blk["attn"]["proj"]["kernel"]) == ("qkv", "embed")
-    assert tuple(blk["ffn"]["fc2"]["kernel"]) == ("mlp", "embed")
-    assert tuple(blk["attn"]["scale_mul_1H11"]) == (None, "heads", None, None)
+    blk = axes["blocks"]   # stacked over the depth: a leading "layers" axis
+    assert tuple(blk["attn"]["mat_qkv"]["kernel"]) == ("layers", "embed", "qkv")
+    assert tuple(blk["attn"]["proj"]["kernel"]) == ("layers", "qkv", "embed")
+    assert tuple(blk["ffn"]["fc2"]["kernel"]) == ("layers", "mlp", "embed")
+    assert tuple(blk["attn"]["scale_mul_1H11"]) == ("layers", None, "heads", None, None)
     assert tuple(axes["head"]["kernel"]) == ("embed", "vocab")
     assert tuple(axes["pos_1LC"]) == (None, "seq", "embed")
     assert tuple(axes["class_emb"]["embedding"]) == ("classes", "embed")
@@ -104,7 +104,7 @@ def test_paper_init(shared_aln):
     def close(a, want, what):
         assert abs(a.std() - want) < 0.1 * want, f"{what}: std {a.std():.4g} vs {want:.4g}"
 
-    blk = p["blocks_0"]
+    blk = jax.tree.map(lambda a: a[0], p["blocks"])
     close(blk["attn"]["mat_qkv"]["kernel"], std, "mat_qkv")
     close(blk["ffn"]["fc1"]["kernel"], std, "fc1")
     close(blk["attn"]["proj"]["kernel"], std / math.sqrt(2 * cfg.depth), "proj")

@@ -9,6 +9,12 @@ import numpy as np
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "dots", "full")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "chunked")   # nn/block_attention.py   # see var_jax/var.py REMAT
+# The reference runs' --alng (AdaLN gamma rows of the init multiplied by it), per depth, from
+# its README's training commands; other depths get its default, 1e-5.
+ADALN_GAMMA_INIT = {16: 1e-3, 20: 1e-3, 24: 1e-4, 30: 1e-5, 36: 5e-6}
+DEFAULT_ADALN_GAMMA_INIT = 1e-5
 
 
 def _check_patch_nums(patch_nums: Sequence[int], owner: str) -> None:
@@ -151,10 +157,23 @@ class VARConfig:
     cond_drop_rate: float = 0.1     # class dropout to the null class (training only)
     drop_path_rate: float = 0.0     # stochastic depth (training only)
     dtype: str = "float32"          # compute dtype; logits are always float32
+    remat: str = "none"             # block rematerialisation: none / dots / full (REMAT_POLICIES)
+    adaln_gamma_init: float = DEFAULT_ADALN_GAMMA_INIT   # "alng": AdaLN gamma init multiplier
+    attention: str = "auto"         # teacher-forcing attention (ATTENTION_IMPLEMENTATIONS)
 
     def __post_init__(self):
         object.__setattr__(self, "patch_nums", tuple(int(p) for p in self.patch_nums))
         name = "VARConfig"
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"{name}.remat={self.remat!r} is not one of {REMAT_POLICIES}: 'none' "
+                             "keeps every activation, 'dots' saves only the matmul outputs, "
+                             "'full' recomputes each block in the backward pass.")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"{name}.attention={self.attention!r} is not one of "
+                             f"{ATTENTION_IMPLEMENTATIONS}; 'auto' picks splash on TPU, cuDNN on "
+                             "GPU (bf16) and per-scale chunks on CPU.")
+        if not self.adaln_gamma_init > 0:
+            raise ValueError(f"{name}.adaln_gamma_init={self.adaln_gamma_init} must be > 0.")
         for field in ("depth", "embed_dim", "num_heads", "num_classes", "vocab_size",
                       "vae_channels"):
             if getattr(self, field) < 1:
@@ -201,9 +220,11 @@ class VARConfig:
 
     @classmethod
     def from_depth(cls, depth: int, **overrides) -> "VARConfig":
-        """A paper-shaped model: width 64*depth, heads = depth, drop-path 0.1*depth/24."""
+        """A paper-shaped model: width 64*depth, heads = depth, drop-path 0.1*depth/24, and the
+        AdaLN gamma init of the reference run of that depth (`ADALN_GAMMA_INIT`)."""
         base = dict(depth=depth, embed_dim=64 * depth, num_heads=depth,
-                    drop_path_rate=0.1 * depth / 24)
+                    drop_path_rate=0.1 * depth / 24,
+                    adaln_gamma_init=ADALN_GAMMA_INIT.get(depth, DEFAULT_ADALN_GAMMA_INIT))
         return cls(**{**base, **overrides})
 
     @classmethod

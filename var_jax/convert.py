@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Sequence
 
 import numpy as np
 
-from var_jax.configs import (PATCH_NUMS_256, PATCH_NUMS_512, VARConfig, VQVAEConfig)
+from var_jax.configs import (ADALN_GAMMA_INIT, DEFAULT_ADALN_GAMMA_INIT, PATCH_NUMS_256,
+                             PATCH_NUMS_512, VARConfig, VQVAEConfig)
+from var_jax.weights.runs import is_run_dir, load_run
 from var_jax.weights.store import is_converted_dir, load_converted, save_converted
 from var_jax.weights.torch_zip import (CorruptCheckpointError, UnsafeCheckpointError,
                                        load_torch_state_dict)
+from var_jax.weights.var_keys import stack_blocks
 
 __all__ = [
     "CorruptCheckpointError", "UnsafeCheckpointError", "infer_config", "load_converted",
-    "load_torch_state_dict", "load_weights", "save_converted", "var_params_from_torch",
-    "vqvae_params_from_torch",
+    "load_torch_state_dict", "load_weights", "parse_patch_nums", "read_state_dict",
+    "save_converted", "var_params_from_torch", "vqvae_params_from_torch",
 ]
 
 
@@ -36,6 +40,20 @@ def _count(sd: dict, pattern: str) -> int:
     return len({m.group(1) for k in sd if (m := regex.fullmatch(k))})
 
 
+def parse_patch_nums(text: str | None, flag: str = "--patch-nums") -> tuple[int, ...] | None:
+    """"1,2,3,4" -> (1, 2, 3, 4); None or "" -> None."""
+    if not text:
+        return None
+    try:
+        pns = tuple(int(p) for p in text.split(","))
+    except ValueError as e:
+        raise ValueError(f"{flag} must be comma separated integers, e.g. 1,2,3,4; got {text!r}."
+                         ) from e
+    if any(p < 1 for p in pns) or any(b <= a for a, b in zip(pns, pns[1:])):
+        raise ValueError(f"{flag} {text} must be positive and increasing (coarse to fine).")
+    return pns
+
+
 def _patch_nums_for(seq_len: int | None, image_size: int | None,
                     patch_nums: Sequence[int] | None) -> tuple[int, ...]:
     if patch_nums is not None:
@@ -46,8 +64,10 @@ def _patch_nums_for(seq_len: int | None, image_size: int | None,
         return known[seq_len]
     if image_size in (256, 512):
         return PATCH_NUMS_256 if image_size == 256 else PATCH_NUMS_512
-    raise ValueError("cannot tell the scales (patch_nums) from this checkpoint; pass patch_nums "
-                     "(or image_size 256/512 for the released scales).")
+    what = "the tokenizer's weights do not store its scales" if seq_len is None else (
+        f"its {seq_len} tokens are not the released 256 or 512 px scales")
+    raise ValueError(f"cannot tell the scales: {what}; give --patch-nums (e.g. 1,2,3,4) or "
+                     "--image-size 256 / 512 for the released scales.")
 
 
 def infer_config(sd: dict[str, np.ndarray], *, image_size: int | None = None,
@@ -55,7 +75,7 @@ def infer_config(sd: dict[str, np.ndarray], *, image_size: int | None = None,
     """Read the model config off a state dict's keys and shapes.
 
     The tokenizer's scales are not stored in its weights: they come from `patch_nums`, else from
-    `image_size` (256 -> the 256px scales, 512 -> the 512px ones), default 256.
+    `image_size` (256 -> the 256px scales, 512 -> the 512px ones); without either it raises.
     """
     if "quantize.embedding.weight" in sd:
         vocab, z = sd["quantize.embedding.weight"].shape
@@ -69,8 +89,7 @@ def infer_config(sd: dict[str, np.ndarray], *, image_size: int | None = None,
             share = 1
         else:
             share = 0
-        size = image_size or 256
-        pns = _patch_nums_for(None, size if patch_nums is None else None, patch_nums)
+        pns = _patch_nums_for(None, image_size, patch_nums)
         return VQVAEConfig(
             vocab_size=int(vocab), z_channels=int(z), ch=int(ch), ch_mult=ch_mult,
             num_res_blocks=_count(sd, r"encoder\.down\.0\.block\.(\d+)\.conv1\.weight"),
@@ -89,24 +108,82 @@ def infer_config(sd: dict[str, np.ndarray], *, image_size: int | None = None,
             vocab_size=int(sd["head.weight"].shape[0]),
             vae_channels=int(sd["word_embed.weight"].shape[1]),
             mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / width,
-            shared_aln="shared_ada_lin.1.weight" in sd, attn_l2_norm=l2)
+            shared_aln="shared_ada_lin.1.weight" in sd, attn_l2_norm=l2,
+            adaln_gamma_init=ADALN_GAMMA_INIT.get(depth, DEFAULT_ADALN_GAMMA_INIT))
     raise ValueError("unrecognised state dict: neither a VAR tokenizer (quantize.embedding.weight) "
                      "nor a VAR transformer (class_emb.weight).")
 
 
-def load_weights(path: str | os.PathLike, cfg: VQVAEConfig | VARConfig | None = None, *,
-                 image_size: int | None = None):
-    """Load a released `.pth` or a `var-jax convert` directory: returns (config, params).
+def load_weights(path: str | os.PathLike, kind: str, patch_nums: Sequence[int] | None = None,
+                 *, image_size: int | None = None, flag: str | None = None,
+                 allow_tampered: bool = False):
+    """(config, numpy params) of a model of `kind` ("var" or "vae") from any of:
 
-    For a `.pth`, `cfg` defaults to `infer_config(sd, image_size=image_size)`.
+    - a released `.pth` (config read off its keys; a tokenizer's scales from `patch_nums` or
+      `image_size`, which it does not store),
+    - a converted directory (`var-jax convert` / `var-jax export`; its config.json decides),
+    - a training work dir (`var-jax train`): its latest checkpoint, EMA weights if kept; said on
+      stderr.
+
+    `patch_nums`, when given, must agree with what a converted dir or run recorded. `flag` names
+    the path in error messages (e.g. "--vae"). Converted dirs and runs are checked against their
+    sha256 manifests; `allow_tampered` lets a mismatch through with a warning.
     """
+    want = _KINDS.get(kind)
+    if want is None:
+        raise ValueError(f"kind={kind!r}; expected one of {sorted(_KINDS)}.")
+    name = f"{flag} {path}" if flag else str(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name}: no such file or directory.")
     if is_converted_dir(path):
-        stored_cfg, params = load_converted(path)
-        if cfg is not None and cfg != stored_cfg:
-            raise ValueError(f"{path} was converted with {stored_cfg}, not the requested {cfg}.")
-        return stored_cfg, params
-    sd = load_torch_state_dict(path)
-    cfg = cfg or infer_config(sd, image_size=image_size)
-    if isinstance(cfg, VQVAEConfig):
-        return cfg, vqvae_params_from_torch(sd, cfg)
-    return cfg, var_params_from_torch(sd, cfg)
+        cfg, params = load_converted(path, allow_tampered=allow_tampered)
+        if isinstance(cfg, VARConfig) and "blocks_0" in params:   # converted before the scan
+            params = stack_blocks(params)
+    elif is_run_dir(path):
+        cfg, params, step = load_run(path, allow_tampered=allow_tampered)
+        print(f"{name}: using the training run's latest checkpoint, step {step} (`var-jax export` "
+              "writes it as a weights dir)", file=sys.stderr)
+    elif os.path.isdir(path):
+        raise FileNotFoundError(
+            f"{name} is a directory but neither converted weights (config.json + params/ from "
+            "`var-jax convert` or `var-jax export`) nor a training work dir (config.json + "
+            "checkpoints/ from `var-jax train`).")
+    else:
+        sd = read_state_dict(path)
+        cfg = infer_config(sd, image_size=image_size, patch_nums=patch_nums)
+        _check_kind(cfg, want, name)
+        convert = vqvae_params_from_torch if want is VQVAEConfig else var_params_from_torch
+        return cfg, convert(sd, cfg)
+    _check_kind(cfg, want, name)
+    if patch_nums is not None and tuple(patch_nums) != cfg.patch_nums:
+        raise ValueError(
+            f"{name} holds a model with the scales {_csv(cfg.patch_nums)}, not {_csv(patch_nums)}; "
+            "drop --patch-nums, or re-convert its .pth with `var-jax convert MODEL.pth OUT_DIR "
+            f"--patch-nums {_csv(patch_nums)}`.")
+    return cfg, params
+
+
+_KINDS = {"var": VARConfig, "vae": VQVAEConfig}
+_KIND_WORDS = {VARConfig: "a VAR transformer (e.g. var_d16.pth)",
+               VQVAEConfig: "a VQ-VAE tokenizer (e.g. vae_ch160v4096z32.pth)"}
+
+
+def _check_kind(cfg, want, name: str) -> None:
+    if not isinstance(cfg, want):
+        raise ValueError(f"{name} holds {_KIND_WORDS[type(cfg)]}, not {_KIND_WORDS[want]}; the "
+                         "transformer goes to --var and the tokenizer to --vae.")
+
+
+def _csv(patch_nums: Sequence[int]) -> str:
+    return ",".join(str(p) for p in patch_nums)
+
+
+def read_state_dict(path) -> dict[str, np.ndarray]:
+    """`load_torch_state_dict`, announcing on stderr the read of a large file (seconds)."""
+    size = os.path.getsize(path)
+    if size > _ANNOUNCE_BYTES:
+        print(f"reading {path} ({size / 1e9:.1f} GB)...", file=sys.stderr, flush=True)
+    return load_torch_state_dict(path)
+
+
+_ANNOUNCE_BYTES = 100_000_000

@@ -33,6 +33,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("classes", None),       # num_classes + 1 class-embedding rows (1001: never divisible)
     ("cvae", None),          # tokenizer latent width (32)
     ("seq", None),           # token position L
+    ("layers", None),        # leading axis of the scanned blocks' stacked params
 )
 
 
@@ -214,12 +215,18 @@ def maybe_initialize_distributed(force: bool | None = None) -> bool:
     """Call `jax.distributed.initialize()` when launched on several hosts (or when forced).
 
     Detection reads the environment: JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and
-    JAX_PROCESS_ID), a Cloud TPU pod slice (TPU_WORKER_HOSTNAMES), SLURM or Open MPI with more
-    than one task. `force=False` never initializes. Returns whether it initialized.
+    JAX_PROCESS_ID, which are passed on), a Cloud TPU pod slice (TPU_WORKER_HOSTNAMES), SLURM or
+    Open MPI with more than one task. `force=False` never initializes; an already initialized
+    runtime (a second run in the same process) is kept. Returns whether it is initialized.
     """
+    if jax.distributed.is_initialized():
+        return True
     if force is False or not (force or _launched_on_several_hosts()):
         return False
-    jax.distributed.initialize()
+    env = {name: int(os.environ[var]) for name, var in
+           (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+           if os.environ.get(var)}
+    jax.distributed.initialize(**env)
     log.info("jax.distributed initialized: process %d of %d", jax.process_index(),
              jax.process_count())
     return True

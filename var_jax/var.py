@@ -15,7 +15,17 @@ from var_jax.nn.attention import KVCache, block_causal_mask
 
 _lp = nn.with_logical_partitioning
 _zeros = nn.initializers.zeros_init()
-ADA_GAMMA_MUL, ADA_OTHER_MUL, HEAD_MUL = 1e-5, 0.5, 0.02   # the paper's init multipliers
+ADA_OTHER_MUL, HEAD_MUL = 0.5, 0.02   # the paper's init multipliers (gamma: cfg.adaln_gamma_init)
+LAYERS_AXIS = "layers"                # logical name of the stacked blocks' leading axis
+
+# VARConfig.remat -> what a block keeps for the backward pass (None: no rematerialisation).
+# "dots" keeps the outputs of matmuls without batch dims (the qkv/proj/fc1/fc2/ada projections)
+# and recomputes the rest, attention scores included; "full" keeps only each block's input.
+REMAT = {
+    "none": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
 
 
 # ---------------------------------------------------------------------------- paper init
@@ -31,14 +41,14 @@ def scaled(init, factor: float):
     return lambda key, shape, dtype=jnp.float32: init(key, shape, dtype) * factor
 
 
-def ada_scaled(init, embed_dim: int):
-    """AdaLN projections (last axis 6C or (6, C)): gamma rows x1e-5, scale/shift rows x0.5."""
+def ada_scaled(init, embed_dim: int, gamma_mul: float):
+    """AdaLN projections (last axis 6C or (6, C)): gamma rows x gamma_mul, scale/shift x0.5."""
     def wrapped(key, shape, dtype=jnp.float32):
         w = init(key, shape, dtype)
         if len(shape) == 4:   # ada_gss (1, 1, 6, C): gammas are the first two of the six
-            mul = jnp.array([ADA_GAMMA_MUL] * 2 + [ADA_OTHER_MUL] * 4, dtype)[:, None]
+            mul = jnp.array([gamma_mul] * 2 + [ADA_OTHER_MUL] * 4, dtype)[:, None]
         else:                 # ada_lin kernel (C, 6C): gammas are the first 2C outputs
-            mul = jnp.where(jnp.arange(shape[-1]) < 2 * embed_dim, ADA_GAMMA_MUL, ADA_OTHER_MUL)
+            mul = jnp.where(jnp.arange(shape[-1]) < 2 * embed_dim, gamma_mul, ADA_OTHER_MUL)
         return w * mul.astype(dtype)
     return wrapped
 
@@ -77,22 +87,37 @@ class VAR(nn.Module):
         if cfg.shared_aln:
             self.shared_ada_lin = nn.Dense(6 * C, kernel_init=_lp(init, ("embed", "ada")),
                                            bias_init=_lp(_zeros, ("ada",)))
-            ada_init = ada_scaled(_normal_over_sqrt_c(C), C)
+            ada_init = ada_scaled(_normal_over_sqrt_c(C), C, cfg.adaln_gamma_init)
         else:
-            ada_init = ada_scaled(init, C)
+            ada_init = ada_scaled(init, C, cfg.adaln_gamma_init)
         out_init = scaled(init, 1.0 / math.sqrt(2 * cfg.depth))
-        rates = np.linspace(0.0, cfg.drop_path_rate, cfg.depth)
-        self.blocks = [
-            AdaLNSelfAttn(C, cfg.num_heads, cfg.mlp_dim, norm_eps=cfg.norm_eps,
-                          shared_aln=cfg.shared_aln, attn_l2_norm=cfg.attn_l2_norm,
-                          drop_path_rate=float(rates[i]), dtype=jnp.dtype(cfg.dtype),
-                          kernel_init=init, out_init=out_init, ada_init=ada_init)
-            for i in range(cfg.depth)
-        ]
+        # One block; `_scan` runs it over the depth with params stacked on a leading axis.
+        self.blocks = AdaLNSelfAttn(C, cfg.num_heads, cfg.mlp_dim, norm_eps=cfg.norm_eps,
+                                    shared_aln=cfg.shared_aln, attn_l2_norm=cfg.attn_l2_norm,
+                                    dtype=jnp.dtype(cfg.dtype), kernel_init=init,
+                                    out_init=out_init, ada_init=ada_init,
+                                    attention=cfg.attention)
         self.head_nm = AdaLNBeforeHead(C, cfg.norm_eps, ada_init=scaled(init, ADA_OTHER_MUL))
         self.head = nn.Dense(cfg.vocab_size, kernel_init=_lp(scaled(init, HEAD_MUL),
                                                              ("embed", "vocab")),
                              bias_init=_lp(_zeros, ("vocab",)))
+
+    # -- the block stack
+    def _scan(self, step, carry, xs, *broadcast):
+        """lax.scan of `step(block, carry, xs_i, *broadcast)` over the depth, each block with
+        its slice of the stacked params (leading axis `LAYERS_AXIS`) and its own rngs."""
+        return nn.scan(step, variable_axes={"params": 0},
+                       split_rngs={"params": True, "dropout": True},
+                       in_axes=(0,) + (nn.broadcast,) * len(broadcast), length=self.cfg.depth,
+                       metadata_params={nn.PARTITION_NAME: LAYERS_AXIS})(
+            self.blocks, carry, xs, *broadcast)
+
+    def _drop_rates(self):
+        """(depth,) drop-path rates rising linearly from 0, or None when drop-path is off."""
+        cfg = self.cfg
+        if cfg.drop_path_rate <= 0:
+            return None
+        return jnp.asarray(np.linspace(0.0, cfg.drop_path_rate, cfg.depth), jnp.float32)
 
     # -- pieces shared by teacher forcing and sampling
     def conditioning(self, labels_B):
@@ -148,36 +173,52 @@ class VAR(nn.Module):
             self.word_embed(x_BLCv_wo_first_l.astype(jnp.float32)),
         ], axis=1) + self._lvl_pos(0, cfg.seq_len)
         x_BLC = nn.with_logical_constraint(x_BLC, ("batch", "seq", "embed"))
-        mask_11LL = block_causal_mask(cfg.patch_nums)
-        for block in self.blocks:
-            x_BLC, _ = block(x_BLC, cond_blocks, mask_11LL=mask_11LL)
+        # The mask is closed over, not a scan input: it stays a numpy constant whose block
+        # structure the attention exploits (var_jax/nn/block_attention.py).
+        step = functools.partial(_teacher_forcing_step,
+                                 mask_11LL=block_causal_mask(cfg.patch_nums))
+        if REMAT[cfg.remat] is not None:
+            step = nn.remat(step, policy=REMAT[cfg.remat], prevent_cse=False)
+        x_BLC, _ = self._scan(step, x_BLC, self._drop_rates(), cond_blocks)
         return self.logits(x_BLC, cond_BD)
 
     # -- one scale of sampling
     def forward_scale(self, si: int, x_BlC, cond_BD, cond_blocks, kv_caches):
         """Scale si's tokens through all blocks with the KV caches; returns (logits_BlV, caches).
 
-        kv_caches: one KVCache per block (`init_kv_cache`); scale si writes its keys/values at
-        [begin, end) of each and attends to [:end]. The blocks are unrolled: a `lax.scan` over
-        stacked params would compile faster but copies every block's weights per scale.
+        kv_caches: the stacked KVCache of all blocks (`init_kv_cache`), carried through the scan
+        over the blocks; block i writes scale si's keys/values at [i, :, begin:end] in place and
+        attends to [i, :, :end].
         """
         begin, end = self.cfg.begin_ends[si]
         if x_BlC.shape[1] != end - begin:
             raise ValueError(f"scale {si} has {end - begin} tokens, got x_BlC of shape "
                              f"{x_BlC.shape}.")
-        new_caches = []
-        for block, cache in zip(self.blocks, kv_caches):
-            x_BlC, cache = block(x_BlC, cond_blocks, kv_cache=cache, cache_begin=begin)
-            new_caches.append(cache)
-        return self.logits(x_BlC, cond_BD), tuple(new_caches)
+        layers = jnp.arange(self.cfg.depth)
+        step = functools.partial(_cached_step, cache_begin=begin)
+        (x_BlC, k, v), _ = self._scan(step, (x_BlC, kv_caches.k, kv_caches.v), layers,
+                                      cond_blocks)
+        return self.logits(x_BlC, cond_BD), KVCache(k, v)
 
 
-def init_kv_cache(cfg: VARConfig, batch: int) -> tuple[KVCache, ...]:
-    """Zeroed KV caches, one (B, L, H, hd) pair per block, in the compute dtype."""
-    shape = (batch, cfg.seq_len, cfg.num_heads, cfg.head_dim)
+def _teacher_forcing_step(block, x_BLC, drop_rate, cond, *, mask_11LL):
+    x_BLC, _ = block(x_BLC, cond, drop_rate=0.0 if drop_rate is None else drop_rate,
+                     mask_11LL=mask_11LL)
+    return x_BLC, None
+
+
+def _cached_step(block, carry, layer, cond, *, cache_begin: int):
+    x_BlC, k, v = carry
+    x_BlC, cache = block(x_BlC, cond, kv_cache=KVCache(k, v, layer), cache_begin=cache_begin)
+    return (x_BlC, cache.k, cache.v), None
+
+
+def init_kv_cache(cfg: VARConfig, batch: int) -> KVCache:
+    """The zeroed KV cache of the block stack: keys and values (depth, B, L, H, hd), in the
+    compute dtype."""
+    shape = (cfg.depth, batch, cfg.seq_len, cfg.num_heads, cfg.head_dim)
     dtype = jnp.dtype(cfg.dtype)
-    return tuple(KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-                 for _ in range(cfg.depth))
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
 def _dummy_inputs(cfg: VARConfig):

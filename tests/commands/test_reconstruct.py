@@ -72,19 +72,21 @@ def test_input_listing_errors(tmp_path):
 def test_transformer_weights_are_refused(tmp_path):
     var_pth = os.path.join(os.path.dirname(GOLDEN_VAE), "var_tiny_l2norm.pth")
     img = save_png(tmp_path / "a.png", np.zeros((64, 64, 3), np.uint8))
-    with pytest.raises(ValueError, match="not a tokenizer"):
+    with pytest.raises(ValueError, match="not a VQ-VAE tokenizer"):
         run_command([img, "--weights", var_pth, "--patch-nums", "1,2,3,4"])
 
 
-def test_converted_directory_loads_like_the_pth(tmp_path):
-    import jax
+def test_converted_directory_loads_like_the_pth(tmp_path, capsys):
+    from var_jax.convert import load_weights, save_converted
 
-    from var_jax.convert import save_converted
-
-    cfg, params = reconstruct.load_tokenizer(GOLDEN_VAE, None, "1,2,3,4")
+    cfg, params = load_weights(GOLDEN_VAE, "vae", (1, 2, 3, 4))
     converted = save_converted(tmp_path / "vae_conv", cfg, params)
-    cfg2, params2 = reconstruct.load_tokenizer(converted, None, None)
-    assert cfg2 == cfg
-    jax.tree.map(np.testing.assert_array_equal, params2, params)
-    with pytest.raises(ValueError, match="drop --resolution"):
-        reconstruct.load_tokenizer(converted, 256, None)
+    img = save_png(tmp_path / "a.png", np.zeros((64, 64, 3), np.uint8))
+    assert run_command([img, "--vae", converted, "--out", str(tmp_path / "o1")]) == 0
+    assert run_command([img, "--vae", GOLDEN_VAE, "--patch-nums", "1,2,3,4",
+                        "--out", str(tmp_path / "o2")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o1" / "a_pyramid.png")),
+                                  np.asarray(Image.open(tmp_path / "o2" / "a_pyramid.png")))
+    assert "[1/1] " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="drop --image-size"):
+        run_command([img, "--vae", converted, "--image-size", "256"])

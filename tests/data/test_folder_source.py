@@ -9,7 +9,6 @@ import pytest
 from image_samples import coloured_image, encode_image
 from var_jax.data import make_image_stream
 from var_jax.data.class_folder import VarJaxClassFolder, folder_config, list_class_folder
-from var_jax.data.order import example_rng
 from var_jax.data.sources import open_records
 
 
@@ -76,14 +75,16 @@ def test_resume_with_unreadable_files_is_bit_exact(image_folder, tmp_path):
     assert restored.num_skipped == stream.num_skipped
 
 
-def test_random_crops_change_with_the_epoch(image_folder, tmp_path):
+def test_random_crops_follow_the_rng(image_folder, tmp_path):
     records = open_records(f"folder:{image_folder}", "train", 16, data_dir=str(tmp_path))
-    index = next(i for i, r in enumerate(records.read(range(records.num_records)))
-                 if r["file_name"] == b"a_red/img0.jpg")  # 40x60: crops of 16 from 18x27
-    record = records.read([index])[0]
-    crops = [records.decode(record, example_rng(0, epoch, index)) for epoch in range(6)]
+    index = next(i for i in range(records.num_records)
+                 if records.describe(i).endswith("(a_red/img0.jpg)"))  # 40x60: 16 from 18x27
+    crop = lambda key: records.load(index, np.random.default_rng(key))[0]  # noqa: E731
+    crops = [crop(key) for key in range(6)]
     assert any(not np.array_equal(crops[0], c) for c in crops[1:])
-    np.testing.assert_array_equal(crops[0], records.decode(record, example_rng(0, 0, index)))
+    np.testing.assert_array_equal(crops[0], crop(0))
+    centre = records.load(index, None)[0]
+    np.testing.assert_array_equal(centre, records.load(index, None)[0])
 
 
 def test_changed_folder_is_prepared_again(image_folder, tmp_path):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from var_jax.demo.judge import (DigitsJudge, frechet_distance, score_samples,
-                                to_judge_pixels)
+from var_jax.demo.judge import DigitsJudge, score_samples, to_judge_pixels
+from var_jax.evaluation.frechet import frechet_distance_of_features
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +56,12 @@ def test_frechet_distance_separates_real_from_noise(digits, judge):
     _, (imgs, _) = digits
     px = imgs.reshape(len(imgs), -1)
     half = len(px) // 2
-    real_real = frechet_distance(judge.features(px[:half]), judge.features(px[half:]))
+    real_real = frechet_distance_of_features(judge.features(px[:half]), judge.features(px[half:]))
     noise = np.random.default_rng(1).uniform(0, 16, px[half:].shape)
-    real_noise = frechet_distance(judge.features(px[:half]), judge.features(noise))
+    real_noise = frechet_distance_of_features(judge.features(px[:half]), judge.features(noise))
     assert 0 <= real_real < 0.1 * real_noise, f"real-real {real_real:.3f}, noise {real_noise:.3f}"
-    assert frechet_distance(judge.features(px), judge.features(px)) == pytest.approx(0, abs=1e-4)
+    same = frechet_distance_of_features(judge.features(px), judge.features(px))
+    assert same == pytest.approx(0, abs=1e-4)
 
 
 def test_frechet_distance_matches_closed_form_for_gaussians():
@@ -68,7 +69,7 @@ def test_frechet_distance_matches_closed_form_for_gaussians():
     a = rng.normal(0.0, 1.0, (20000, 3))
     b = rng.normal(1.0, 2.0, (20000, 3))
     # means differ by 1 per dim (3), traces 3 + 12 - 2 * 3 * sqrt(1 * 4) = 3
-    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.05)
+    assert frechet_distance_of_features(a, b) == pytest.approx(6.0, rel=0.05)
 
 
 def test_real_digits_agree_with_their_labels_like_the_accuracy(digits, judge):

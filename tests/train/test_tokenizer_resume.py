@@ -60,7 +60,7 @@ def check_export(root):
     from var_jax.vqvae import VQVAE
 
     cfg = resume_config()
-    loaded_cfg, params = load_weights(str(root / "export"), cfg.vqvae)
+    loaded_cfg, params = load_weights(str(root / "export"), "vae")
     assert loaded_cfg == cfg.vqvae
     state = np.load(root / "straight_state.npz")
     flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)}

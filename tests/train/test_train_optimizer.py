@@ -62,15 +62,17 @@ def test_no_decay_mask_follows_the_reference_groups():
     params = {"word_embed": {"kernel": p(8, 4), "bias": p(4)}, "pos_start": p(1, 1, 4),
               "pos_1LC": p(1, 5, 4), "lvl_embed": {"embedding": p(3, 4)},
               "class_emb": {"embedding": p(11, 4)},
-              "blocks_0": {"attn": {"mat_qkv": {"kernel": p(4, 12)}, "q_bias": p(4),
-                                    "scale_mul_1H11": p(1, 2, 1, 1)},
-                           "ada_gss": p(1, 1, 6, 4)}}
+              # the scanned blocks: stacked over a leading layers axis (depth 3)
+              "blocks": {"attn": {"mat_qkv": {"kernel": p(3, 4, 12)}, "q_bias": p(3, 4),
+                                  "scale_mul_1H11": p(3, 1, 2, 1, 1)},
+                         "ada_gss": p(3, 1, 1, 6, 4), "norm_scale": p(3, 4)}}
     mask = decay_mask(params)
+    blk = mask["blocks"]
     assert mask["word_embed"] == {"kernel": True, "bias": False}
-    assert mask["class_emb"]["embedding"] and mask["blocks_0"]["attn"]["mat_qkv"]["kernel"]
+    assert mask["class_emb"]["embedding"] and blk["attn"]["mat_qkv"]["kernel"]
     assert not any([mask["pos_start"], mask["pos_1LC"], mask["lvl_embed"]["embedding"],
-                    mask["blocks_0"]["attn"]["q_bias"], mask["blocks_0"]["attn"]["scale_mul_1H11"],
-                    mask["blocks_0"]["ada_gss"]])
+                    blk["attn"]["q_bias"], blk["attn"]["scale_mul_1H11"], blk["ada_gss"],
+                    blk["norm_scale"]])   # per block 1-D: no decay, as in the reference
 
 
 def test_one_adamw_step_by_hand():

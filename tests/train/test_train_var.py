@@ -13,7 +13,9 @@ from var_jax import sharding
 from var_jax.configs import VARConfig
 from var_jax.train import loop as loop_lib
 from var_jax.train.input import DataConfig
-from var_jax.train.var_task import VARTask, cross_entropy, progressive_scale, var_train_flops
+from var_jax.configs import scale_begin_ends, scale_of_token
+from var_jax.train.var_task import (VARTask, cross_entropy, progressive_loss_weights,
+                                    progressive_scale, var_train_flops)
 
 @pytest.mark.parametrize("preset, tflops", [(VARConfig.d16, 0.93), (VARConfig.d30, 5.77)])
 def test_training_flops_match_the_published_per_image_figures(preset, tflops):
@@ -39,6 +41,67 @@ def test_progressive_scale_schedule():
     assert int(progressive_scale(0, 1000, 100, 0.0, 4, 10)) == 9   # off: every scale
 
 
+def _reference_loss_weights(patch_nums, max_it, wp_it, pg, pg0, prog_wp_it):
+    """The reference's per-step loss weights: train.py's prog_si, then trainer.py's prog_it /
+    first_prog bookkeeping and its `lw` (loss_weight = 1/L), transcribed step by step."""
+    L, K = sum(p * p for p in patch_nums), len(patch_nums)
+    begin_ends = scale_begin_ends(patch_nums)
+    last_prog_si, first_prog, prog_it, out = -1, True, 0, []
+    for g_it in range(max_it):
+        if g_it <= wp_it:
+            prog_si = pg0
+        elif g_it >= max_it * pg:
+            prog_si = K - 1
+        else:
+            delta = K - 1 - pg0
+            progress = min(max((g_it - wp_it) / (max_it * pg - wp_it), 0), 1)
+            prog_si = pg0 + round(progress * delta)
+        if last_prog_si != prog_si:
+            if last_prog_si != -1:
+                first_prog = False
+            last_prog_si, prog_it = prog_si, 0
+        prog_it += 1
+        prog_wp = max(min(prog_it / prog_wp_it, 1), 0.01)
+        if first_prog:
+            prog_wp = 1
+        if prog_si == K - 1:
+            prog_si = -1
+        lw = np.full(L, 1.0 / L)
+        if prog_si >= 0:
+            bg, ed = begin_ends[prog_si]
+            lw[ed:] = 0.0
+            lw[bg:ed] *= min(max(prog_wp, 0), 1)
+        out.append(lw)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("wp_it, prog_wp_it", [(20, 7.3), (0, 30.0), (5, 1.0)])
+def test_progressive_loss_weights_follow_the_reference_pgwp(wp_it, prog_wp_it):
+    patch_nums, max_it, pg, pg0 = (1, 2, 3, 4, 5, 6), 240, 0.6, 1
+    want = _reference_loss_weights(patch_nums, max_it, wp_it, pg, pg0, prog_wp_it)
+    scale_L = jnp.asarray(scale_of_token(patch_nums))
+    got = jax.jit(jax.vmap(lambda step: progressive_loss_weights(
+        step, scale_L, max_it, wp_it, pg, pg0, len(patch_nums), prog_wp_it)))(jnp.arange(max_it))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-9)
+    ramped = want.min(initial=1, where=want > 0) < 1.0 / want.shape[1]
+    assert ramped == (prog_wp_it > 1)   # a ramp happened (none when it lasts one step)
+
+
+def test_loss_weighs_every_token_1_over_L(tiny_run):
+    """Without progressive training the objective is sum_l CE_l / L, averaged over images."""
+    task, state, _, _ = tiny_run
+    rng = np.random.default_rng(1)
+    batch = {"idx": jnp.asarray(rng.integers(0, TINY_VAR.vocab_size, (3, TINY_VAR.seq_len)),
+                                jnp.int32), "label": jnp.asarray([0, 1, 2], jnp.int32)}
+    params = jax.tree.map(lambda a: a + 0.1 * jnp.cos(jnp.arange(a.size).reshape(a.shape)),
+                          state.params)
+    value, _ = jax.jit(task.loss)(params, state.frozen, batch, None)
+    target, x = task.tokens(state.frozen, batch)
+    logits = task.model.apply({"params": params}, batch["label"], x)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), target[..., None], -1)[..., 0]
+    assert float(value) == pytest.approx(float(nll.sum(1).mean() / TINY_VAR.seq_len), rel=1e-5)
+
+
 def test_bad_pairing_of_configs_is_refused():
     with pytest.raises(ValueError, match="disagree"):
         dataclasses.replace(tiny_var_config(), vae=dataclasses.replace(TINY_VAE, vocab_size=16))
@@ -46,6 +109,8 @@ def test_bad_pairing_of_configs_is_refused():
         dataclasses.replace(tiny_var_config(), data=DataConfig(source="digits", image_size=32))
     with pytest.raises(ValueError, match=r"labels \[7\] are outside \[0, 3\]"):
         dataclasses.replace(tiny_var_config(), sample_classes=(1, 7))
+    with pytest.raises(ValueError, match=r"prog_warmup_steps=0 must be > 0"):
+        dataclasses.replace(tiny_var_config(), prog_warmup_steps=0)
 
 
 @pytest.fixture(scope="module")

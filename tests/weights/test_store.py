@@ -33,7 +33,6 @@ def _released(name):
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("vae_ch160v4096z32", VQVAEConfig.res256()),
     ("var_d16", VARConfig.d16(drop_path_rate=0.0)),
     ("var_d30", VARConfig.d30(drop_path_rate=0.0)),
     ("var_d36", VARConfig.d36(drop_path_rate=0.0)),
@@ -42,7 +41,11 @@ def test_infer_config_of_released_checkpoints(name, expected):
     assert infer_config(_released(name)) == expected
 
 
-def test_infer_config_512_tokenizer_and_unknown_dict():
-    assert infer_config(_released("vae_ch160v4096z32"), image_size=512) == VQVAEConfig.res512()
+def test_infer_config_tokenizer_scales_are_asked_for_and_unknown_dict():
+    tokenizer = _released("vae_ch160v4096z32")
+    assert infer_config(tokenizer, image_size=256) == VQVAEConfig.res256()
+    assert infer_config(tokenizer, image_size=512) == VQVAEConfig.res512()
+    with pytest.raises(ValueError, match="give --patch-nums"):
+        infer_config(tokenizer)
     with pytest.raises(ValueError, match="unrecognised state dict"):
         infer_config({"foo": np.zeros(2)})

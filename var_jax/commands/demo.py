@@ -11,8 +11,8 @@ HELP = ("Train a small tokenizer and VAR transformer on scikit-learn's bundled h
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="var_jax_demo",
-                        help="checkpoints, trained tokenizer, PNGs and scores.json go here "
-                             "(default ./var_jax_demo); a finished stage found there is reused")
+                        help="checkpoints, trained tokenizer, PNGs and scores.json go here; a "
+                             "finished stage found there is reused")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds both trainings (init, data order), sampling and the judge")
     parser.add_argument("--fast", action="store_true",

@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 import time
 
+from var_jax.commands.options import (add_model_arguments, check_positive, enable_compile_cache,
+                                      load_models, say)
+
 HELP = ("Regenerate part of an image with VAR (zero-shot): tokens outside the mask come from the "
         "image at every scale, tokens inside are sampled for the given class. Writes a PNG row: "
         "input, masked input, then the edits.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from var_jax.commands.sample import add_model_arguments
-
     parser.add_argument("image", help="image file (resized and centre-cropped to the model size)")
     parser.add_argument("--class", dest="label", type=int, required=True,
                         help="class id of the regenerated content")
@@ -49,21 +50,39 @@ def box_mask(box: tuple[float, float, float, float], size: int):
     return mask
 
 
+def check_same_aspect(image: str, mask: str) -> None:
+    """The mask is resized and centre-cropped like the image: refuse another aspect ratio."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image) as a, Image.open(mask) as b:
+            (wa, ha), (wb, hb) = a.size, b.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read {image} or the --mask {mask}: {e}") from e
+    if abs(wa / ha - wb / hb) > 0.01:
+        raise ValueError(f"--mask {mask} is {wb}x{hb} but the image {image} is {wa}x{ha}: "
+                         "the mask would cover another region after the centre crop; give a "
+                         "mask of the image's shape (or use --box).")
+
+
 def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
     from var_jax.commands.reconstruct import load_image
-    from var_jax.commands.sample import (check_batch, enable_compile_cache, load_models,
-                                        save_grid)
+    from var_jax.commands.sample import check_sampling, parse_classes, save_grid
     from var_jax.editing import edit
+    from var_jax.outputs import check_output_file
 
-    check_batch(args.batch)
-    if args.num < 1:
-        raise ValueError(f"--num={args.num} must be >= 1.")
+    check_output_file(args.out, "--out", image=True)
+    if args.mask:
+        check_same_aspect(args.image, args.mask)
+    check_sampling(args)
+    check_positive("--num", args.num)
     box = parse_box(args.box) if args.box else None
     enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
+    label, = parse_classes(str(args.label), "--class", var_cfg.num_classes)
     size = vae_cfg.image_size
     img = (load_image(args.image, size) + 1.0) / 2.0
     if box:
@@ -73,20 +92,23 @@ def run(args: argparse.Namespace) -> int:
     if args.outpaint:
         mask = ~mask
     if not mask.any():
-        raise ValueError("the mask selects no pixels; nothing to regenerate.")
+        raise ValueError(f"{'--box' if box else '--mask'} selects no pixels"
+                         f"{' once --outpaint inverts it' if args.outpaint else ''}; "
+                         "nothing to regenerate.")
     keys = jax.random.split(jax.random.key(args.seed), args.num)
-    bs = min(args.batch, args.num)
+    bs = min(args.batch_size, args.num)
     outs = []
     for start in range(0, args.num, bs):
         n = min(bs, args.num - start)
         idx = np.minimum(np.arange(start, start + bs), args.num - 1)   # one static batch shape
+        say(f"edits {start + 1}-{start + n}/{args.num}"
+            + (": compiling (first call only)..." if start == 0 else "..."))
         t = time.perf_counter()
         imgs = edit(var_params, vae_params, var_cfg, vae_cfg, np.repeat(img[None], bs, 0), mask,
-                    np.full((bs,), args.label), rng=keys[idx], cfg=args.cfg, top_k=args.top_k,
+                    np.full((bs,), label), rng=keys[idx], cfg=args.cfg, top_k=args.top_k,
                     top_p=args.top_p, more_smooth=args.more_smooth, keep_first=args.keep_first)
         outs.append(np.asarray(imgs)[:n])
-        print(f"edits {start + 1}-{start + n}/{args.num} in {time.perf_counter() - t:.1f} s",
-              flush=True)
+        say(f"  {n} edits in {time.perf_counter() - t:.1f} s")
     shown = np.where(mask[..., None], 0.5, img)
     save_grid(np.concatenate([img[None], shown[None]] + outs), args.out, args.num + 2)
     print(f"wrote input, masked input and {args.num} edits to {args.out}")

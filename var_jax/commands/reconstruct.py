@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from var_jax.commands.options import WEIGHTS_FORMS, add_hidden_alias, check_positive, say
+
 HELP = ("Tokenize images with the VQ-VAE and decode them back: writes <name>_recon.png and "
         "<name>_pyramid.png (input, then the decode of the running f_hat after each scale).")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -11,14 +13,19 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files and/or folders of images")
-    parser.add_argument("--weights", required=True,
-                        help="tokenizer weights: vae_ch160v4096z32.pth or a `var-jax convert` dir")
-    parser.add_argument("--resolution", type=int, choices=(256, 512), default=None,
-                        help="scales of a .pth: the 256px or 512px preset (default 256)")
+    parser.add_argument("--vae", default=None,
+                        help=f"tokenizer weights, required (e.g. vae_ch160v4096z32.pth): "
+                             f"{WEIGHTS_FORMS}")
+    add_hidden_alias(parser, "--weights", "vae")
+    parser.add_argument("--image-size", type=int, choices=(256, 512), default=None,
+                        help="scales of a .pth tokenizer: the released 256 or 512 px ones (a .pth "
+                             "does not store them; give this or --patch-nums)")
+    add_hidden_alias(parser, "--resolution", "image_size", type=int, choices=(256, 512))
     parser.add_argument("--patch-nums", default=None,
-                        help="custom scales of a .pth, comma separated (e.g. 1,2,3,4 for the "
-                             "golden test tokenizer); the last one times 16 is the image size")
-    parser.add_argument("--out-dir", default="reconstructions", help="output folder")
+                        help="custom scales of a .pth tokenizer, comma separated (e.g. 1,2,3,4 for "
+                             "the golden test tokenizer); the last one times 16 is the image size")
+    parser.add_argument("--out", default="reconstructions", help="output folder")
+    add_hidden_alias(parser, "--out-dir", "out")
     parser.add_argument("--batch-size", type=int, default=4, help="images per device batch")
 
 
@@ -45,10 +52,14 @@ def load_image(path: str, size: int):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    from var_jax.data.augment import UnreadableImageError, to_rgb
+
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            im.load()
+            im = to_rgb(im)
+    except (UnidentifiedImageError, UnreadableImageError, OSError, SyntaxError,
+            ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
     w, h = im.size
     scale = size / min(w, h)
@@ -59,27 +70,17 @@ def load_image(path: str, size: int):
     return np.asarray(im, np.float32) / 127.5 - 1.0
 
 
-def load_tokenizer(path: str, resolution: int | None, patch_nums: str | None):
-    """(VQVAEConfig, params) from a .pth (config read off its keys) or a converted directory."""
-    from var_jax.configs import VQVAEConfig
-    from var_jax.convert import (infer_config, load_converted, load_torch_state_dict,
-                                 vqvae_params_from_torch)
-    from var_jax.weights.store import is_converted_dir
+def load_tokenizer(args: argparse.Namespace):
+    """(VQVAEConfig, params) of --vae; --image-size / --patch-nums only for a .pth."""
+    from var_jax.convert import load_weights, parse_patch_nums
 
-    if is_converted_dir(path):
-        if resolution or patch_nums:
-            raise ValueError(f"{path} is a converted directory with its own config; drop "
-                             "--resolution / --patch-nums.")
-        cfg, params = load_converted(path)
-    else:
-        sd = load_torch_state_dict(path)
-        pns = tuple(int(p) for p in patch_nums.split(",")) if patch_nums else None
-        cfg = infer_config(sd, image_size=resolution, patch_nums=pns)
-        params = vqvae_params_from_torch(sd, cfg) if isinstance(cfg, VQVAEConfig) else None
-    if not isinstance(cfg, VQVAEConfig):
-        raise ValueError(f"{path} holds a VAR transformer, not a tokenizer; pass "
-                         "vae_ch160v4096z32.pth (or its converted directory) to --weights.")
-    return cfg, params
+    if args.vae is None:
+        raise ValueError(f"give the tokenizer with --vae ({WEIGHTS_FORMS}).")
+    pns = parse_patch_nums(args.patch_nums)
+    if os.path.isdir(args.vae) and args.image_size:
+        raise ValueError(f"--vae {args.vae} is a directory with its own config; drop "
+                         "--image-size.")
+    return load_weights(args.vae, "vae", pns, image_size=args.image_size, flag="--vae")
 
 
 def _to_uint8(x):
@@ -101,14 +102,16 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from PIL import Image
 
+    from var_jax import atomic
     from var_jax.vqvae import VQVAE
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size={args.batch_size} must be >= 1.")
+    from var_jax.outputs import check_output_dir
+
+    check_output_dir(args.out, "--out")
+    check_positive("--batch-size", args.batch_size)
     files = list_images(args.images)
-    cfg, params = load_tokenizer(args.weights, args.resolution, args.patch_nums)
+    cfg, params = load_tokenizer(args)
     imgs = np.stack([load_image(f, cfg.image_size) for f in files])
     model = VQVAE(cfg)
 
@@ -120,10 +123,12 @@ def run(args: argparse.Namespace) -> int:
         decode = lambda f_hat: model.apply(v, f_hat, method="decode_fhat")
         return jax.lax.map(decode, jnp.stack(fhats))  # (K, B, H, W, 3), one decoder compiled
 
-    os.makedirs(args.out_dir, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
     stems, bs = _output_stems(files), args.batch_size
     for start in range(0, len(files), bs):
         batch = imgs[start:start + bs]
+        if start == 0:
+            say(f"{len(files)} images, {bs} per call; compiling (first call only)...")
         padded = np.concatenate([batch, np.zeros((bs - len(batch),) + batch.shape[1:],
                                                  batch.dtype)])  # one static shape
         per_scale = np.asarray(reconstruct(params, jnp.asarray(padded)))[:, :len(batch)]
@@ -132,9 +137,9 @@ def run(args: argparse.Namespace) -> int:
             mse = np.mean((recon.astype(np.float64) - original) ** 2)
             psnr = 10 * np.log10(255.0 ** 2 / max(mse, 1e-10))
             pyramid = np.concatenate([original] + [_to_uint8(x) for x in per_scale[:, i]], 1)
-            recon_path = os.path.join(args.out_dir, f"{stem}_recon.png")
-            pyramid_path = os.path.join(args.out_dir, f"{stem}_pyramid.png")
-            Image.fromarray(recon).save(recon_path)
-            Image.fromarray(pyramid).save(pyramid_path)
-            print(f"{files[start + i]}: PSNR {psnr:.2f} dB -> {recon_path}, {pyramid_path}")
+            recon_path = os.path.join(args.out, f"{stem}_recon.png")
+            pyramid_path = os.path.join(args.out, f"{stem}_pyramid.png")
+            atomic.write_image(recon_path, recon)
+            atomic.write_image(pyramid_path, pyramid)
+            print(f"[{start + i + 1}/{len(files)}] {files[start + i]}: PSNR {psnr:.2f} dB -> {recon_path}, {pyramid_path}")
     return 0

@@ -15,13 +15,47 @@ class UnreadableImageError(Exception):
 
 
 def decode_rgb(data: bytes) -> Image.Image:
-    """Decodes image bytes to a fully loaded RGB PIL image; raises UnreadableImageError."""
+    """Decodes image bytes to a fully loaded RGB PIL image (see `to_rgb`); raises
+    UnreadableImageError."""
     try:
         img = Image.open(io.BytesIO(data))
         img.load()  # Forces the whole decode, so a truncated file fails here.
-        return img.convert("RGB")
+        return to_rgb(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImageError(f"{type(e).__name__}: {e}") from e
+
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of a decoded image, whatever its mode.
+
+    16-bit grey ("I;16*", and "I" as PIL opens 16-bit PNGs) is scaled 0..65535 -> 0..255 (not
+    clipped, which would turn it white); transparent images (alpha, or a palette with a
+    transparent entry) are composited over white; palette, bilevel, grey, CMYK and YCbCr go
+    through PIL's conversion. Float ("F") and other modes raise UnreadableImageError.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise UnreadableImageError(f"mode {mode} pixels span [{a.min()}, {a.max()}], beyond "
+                                       "16 bits; save the image as 8- or 16-bit.")
+        grey = ((a * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode in ("1", "L", "P", "CMYK", "YCbCr"):
+        return img.convert("RGB")
+    raise UnreadableImageError(f"images of PIL mode {mode!r} are not supported; save it as 8-bit "
+                               "RGB, grey or palette (PNG or JPEG).")
 
 
 def mid_size(image_size: int) -> int:

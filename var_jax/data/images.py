@@ -1,99 +1,65 @@
-"""The image stream: a source's records augmented and batched, unreadable images skipped."""
+"""The image stream: a source's records augmented and batched by Grain, bad images skipped."""
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import os
-import threading
 
 import numpy as np
 
 from var_jax.data.augment import UnreadableImageError
-from var_jax.data.order import EpochOrder, example_rng
+from var_jax.data.pipeline import BatchStream, Layout, derived_seed
 from var_jax.data.sources import open_records
-from var_jax.data.stream import ResumableStream
 
 log = logging.getLogger(__name__)
 
-# A batch slot gives up (RuntimeError) after this many unreadable records in a row.
+# A position gives up (RuntimeError) after this many unreadable records in a row.
 MAX_CONSECUTIVE_UNREADABLE = 64
 
 
-class ImageBatchLoader:
-    """load_batch for ResumableStream: reads, decodes and augments one host batch.
+class LoadImage:
+    """Grain transform: record index (+ augmentation rng for training) -> one example.
 
-    An unreadable record is logged (once per record), counted, and replaced by the next
-    readable record in index order (augmented with the replaced slot's random stream), so
-    batches stay full and stay a pure function of (seed, epoch, position).
+    An unreadable record is logged (once per record and process), counted in "skipped", and
+    replaced by the next readable record in index order, augmented with the replaced
+    position's random stream; so batches stay full and a pure function of the position.
+    Positions past the records (eval padding) give zeros with "mask" False.
     """
 
-    def __init__(self, records, seed: int, train: bool, num_workers: int):
+    def __init__(self, records, train: bool):
         self.records = records
-        self.seed = seed
         self.train = train
         self._bad: set[int] = set()
-        self._lock = threading.Lock()
-        self._pool = (concurrent.futures.ThreadPoolExecutor(num_workers, "decode")
-                      if records.threaded and num_workers > 1 else None)
 
-    def _decode(self, index: int, record, rng) -> np.ndarray | None:
+    def _load(self, index: int, rng):
         if index in self._bad:
             return None
         try:
-            return self.records.decode(record, rng)
+            return self.records.load(index, rng)
         except UnreadableImageError as e:
-            with self._lock:
-                first = index not in self._bad
-                self._bad.add(index)
-            if first:
-                log.warning("skipping unreadable image %s: %s (replaced by another example; "
-                            "the stream's num_skipped counts these)",
-                            self.records.describe(index, record), e)
+            self._bad.add(index)
+            log.warning("skipping unreadable image %s: %s (replaced by another example; the "
+                        "stream's num_skipped counts these)", self.records.describe(index), e)
             return None
 
-    def _replacement(self, index: int, rng) -> tuple[np.ndarray, int]:
-        n = self.records.num_records
-        for k in range(1, min(MAX_CONSECUTIVE_UNREADABLE, n - 1) + 1):
-            candidate = (index + k) % n
-            record = self.records.read([candidate])[0]
-            image = self._decode(candidate, record, rng)
-            if image is not None:
-                return image, self.records.label(record)
+    def __call__(self, index, rng=None) -> dict:
+        index, n, size = int(index), self.records.num_records, self.records.image_size
+        example = {} if self.train else {"mask": np.bool_(index < n)}
+        if index >= n:
+            return {"image": np.zeros((size, size, 3), np.float32), "label": np.int32(0),
+                    "skipped": np.int32(0), **example}
+        for k in range(min(MAX_CONSECUTIVE_UNREADABLE, n - 1) + 1):
+            loaded = self._load((index + k) % n, rng)
+            if loaded is not None:
+                return {"image": loaded[0], "label": np.int32(loaded[1]),
+                        "skipped": np.int32(k), **example}
         raise RuntimeError(f"{self.records.name}: {MAX_CONSECUTIVE_UNREADABLE} unreadable records "
                            f"in a row after record {index}; the dataset looks broken (see the "
                            "warnings above for the files).")
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def __call__(self, epoch: int, indices: np.ndarray, valid: np.ndarray):
-        live = [int(i) for i, ok in zip(indices, valid) if ok]
-        records = self.records.read(live)
-        with_crop = self.train and self.records.random_crop
-        rngs = [example_rng(self.seed, epoch, i) if with_crop else None for i in live]
-        mapper = self._pool.map if self._pool is not None else map
-        images = list(mapper(self._decode, live, records, rngs))
-        labels = [self.records.label(r) for r in records]
-        skipped = 0
-        for j, image in enumerate(images):
-            if image is None:
-                skipped += 1
-                images[j], labels[j] = self._replacement(live[j], rngs[j])
-        size = self.records.image_size
-        image_b = np.zeros((len(indices), size, size, 3), np.float32)
-        label_b = np.zeros((len(indices),), np.int32)
-        if live:
-            image_b[valid] = np.stack(images)
-            label_b[valid] = labels
-        return {"image": image_b, "label": label_b}, skipped
 
 
 def make_image_stream(source: str, split: str, image_size: int, batch_size: int, seed: int,
                       train: bool, data_dir: str | None = None, manual_dir: str | None = None,
                       process_index: int | None = None, process_count: int | None = None, *,
-                      num_workers: int | None = None, prefetch: int = 2) -> ResumableStream:
+                      num_workers: int = 0, prefetch: int = 2, views: int = 1) -> BatchStream:
     """A deterministic, resumable stream of host-local batches of images.
 
     Yields {"image": float32 (batch_size, image_size, image_size, 3) in [-1, 1],
@@ -105,27 +71,35 @@ def make_image_stream(source: str, split: str, image_size: int, batch_size: int,
       "clf_train", "clf_test"; a folder has "train".
     batch_size: per host; the global batch is batch_size * process_count.
     seed: orders each epoch (a permutation keyed by (seed, epoch)) and draws each random crop
-      (keyed by (seed, epoch, record index)).
+      (keyed by (seed, global position)).
     train: random crops and endless shuffled epochs (last incomplete global batch dropped);
       False: centre crops, one pass in record order, last batch padded (mask False).
     process_index / process_count: this host's share; default jax.process_index()/count().
-    num_workers: decoding threads (default: the CPU count, at most 16); prefetch: batches
-      prepared ahead in the background.
-    State: stream.get_state() / set_state(); see ResumableStream.
+    num_workers: Grain worker processes decoding batches (0: in this process);
+      prefetch: batches prepared ahead.
+    views: eval only; > 1 makes that many passes with random crops keyed by (seed, pass,
+      record): the augmented views `pretokenize` stores.
+    State: stream.get_state() / set_state(); see BatchStream.
     """
+    if views != 1 and train:
+        raise ValueError(f"views={views} needs train=False (an ordered pass per view); training "
+                         "streams draw new crops every epoch anyway.")
     if process_index is None or process_count is None:
         import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     records = open_records(source, split, image_size, data_dir=data_dir, manual_dir=manual_dir,
                            allow_prepare=process_count == 1)
-    order = EpochOrder(records.num_records, batch_size, seed, train, process_index, process_count)
-    if num_workers is None:
-        num_workers = min(16, os.cpu_count() or 1)
-    loader = ImageBatchLoader(records, seed, train, num_workers)
-    info = {"source": source, "split": split, "image_size": int(image_size),
+    layout = Layout(records.num_records, batch_size, seed, train, process_index, process_count,
+                    passes=views)
+    load = LoadImage(records, train)
+    positions = layout.positions()
+    examples = (positions.random_map(load, seed=derived_seed(seed, "augment"))
+                if train or views > 1 else positions.map(load))
+    info = {"source": source, "split": split, "image_size": int(image_size), "views": views,
             "num_classes": len(records.class_names), "class_names": records.class_names}
-    return ResumableStream(order, loader, prefetch=prefetch, name=records.name, info=info)
+    return BatchStream(layout, examples, num_workers=num_workers, prefetch=prefetch,
+                       name=records.name, info=info)
 
 
 def load_split(source: str, split: str, image_size: int, *, data_dir: str | None = None,
@@ -137,9 +111,5 @@ def load_split(source: str, split: str, image_size: int, *, data_dir: str | None
     """
     stream = make_image_stream(source, split, image_size, batch_size, 0, False, data_dir,
                                manual_dir, 0, 1, prefetch=0)
-    images, labels = [], []
-    for batch in stream:
-        images.append(batch["image"][batch["mask"]])
-        labels.append(batch["label"][batch["mask"]])
-    stream.close()
-    return np.concatenate(images), np.concatenate(labels)
+    batches = [(b["image"][b["mask"]], b["label"][b["mask"]]) for b in stream]
+    return np.concatenate([i for i, _ in batches]), np.concatenate([l for _, l in batches])

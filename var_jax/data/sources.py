@@ -67,8 +67,6 @@ def _prepare(source: str, builder, manual_dir: str | None) -> None:
 
 class DigitsRecords:
     """Digits of one split upscaled once and held in memory; grey copied to 3 channels; no crop."""
-    threaded = False
-    random_crop = False
 
     def __init__(self, split: str, image_size: int, data_dir: str | None):
         from var_jax.data.digits import load_digits_split
@@ -79,23 +77,18 @@ class DigitsRecords:
         self.num_records = len(self._labels)
         self.class_names = tuple(str(d) for d in range(10))
 
-    def read(self, indices) -> list:
-        return list(indices)
+    def load(self, index: int, rng) -> tuple[np.ndarray, int]:
+        return np.repeat(self._grey[index][:, :, None], 3, axis=2), int(self._labels[index])
 
-    def decode(self, record, rng) -> np.ndarray:
-        return np.repeat(self._grey[record][:, :, None], 3, axis=2)
-
-    def label(self, record) -> int:
-        return int(self._labels[record])
-
-    def describe(self, index: int, record) -> str:
+    def describe(self, index: int) -> str:
         return f"{self.name} record {index}"
 
 
 class EncodedImageRecords:
-    """A TFDS split of encoded images read at random; decoded and augmented with PIL."""
-    threaded = True
-    random_crop = True
+    """A TFDS split of encoded images read at random; decoded and augmented with PIL.
+
+    Picklable (the TFDS array_record data source is), so Grain workers can read it.
+    """
 
     def __init__(self, builder, split: str, image_size: int, name: str):
         tfds = import_tfds()
@@ -116,17 +109,13 @@ class EncodedImageRecords:
         self.num_records = len(self._source)
         self.class_names = tuple(builder.info.features["label"].names)
 
-    def read(self, indices) -> list:
-        return list(self._source.__getitems__([int(i) for i in indices]))
+    def load(self, index: int, rng) -> tuple[np.ndarray, int]:
+        """(image, label) of record `index`; raises UnreadableImageError."""
+        record = self._source[index]
+        return preprocess(record["image"], self.image_size, rng), int(record["label"])
 
-    def decode(self, record, rng) -> np.ndarray:
-        return preprocess(record["image"], self.image_size, rng)
-
-    def label(self, record) -> int:
-        return int(record["label"])
-
-    def describe(self, index: int, record) -> str:
-        file_name = record.get("file_name", b"")
+    def describe(self, index: int) -> str:
+        file_name = self._source[index].get("file_name", b"")
         if isinstance(file_name, bytes):
             file_name = file_name.decode("utf-8", "replace")
         return f"{self.name} record {index}" + (f" ({file_name})" if file_name else "")

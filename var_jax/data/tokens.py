@@ -1,6 +1,7 @@
 """Pre-tokenized datasets: encode a split to VQ indices once, then stream the indices resumably."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -8,8 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from var_jax.data.order import EpochOrder
-from var_jax.data.stream import ResumableStream
+from var_jax import atomic
+from var_jax.data.pipeline import BatchStream, Layout, derived_seed
 
 FORMAT = "var_jax.tokens/1"
 
@@ -25,24 +26,25 @@ def _codes_BL(codes, batch: int) -> np.ndarray:
     return codes
 
 
-def pretokenize(stream: ResumableStream, encode_fn: Callable, out_path: str, *,
+def pretokenize(stream: BatchStream, encode_fn: Callable, out_path: str, *,
                 index_dtype: str = "uint16", overwrite: bool = False,
                 progress: bool = False) -> dict:
-    """Encodes every image of a fresh eval stream once; writes a directory `out_path`.
+    """Encodes every image of a fresh eval stream once per view; writes a directory `out_path`.
 
-    stream: make_image_stream(..., train=False, process_index=0, process_count=1), unread.
-      Images are encoded as eval preprocessing gives them (centre crops).
+    stream: make_image_stream(..., train=False, process_index=0, process_count=1, views=K),
+      unread. K = 1: the eval preprocessing (centre crops); K > 1: K random crops per image,
+      keyed by (the stream's seed, view, record); training then reads one view per epoch.
     encode_fn(images float32 (B, H, W, 3) in [-1, 1]) -> (B, L) int indices, or the list of
       per-scale (B, pn*pn) arrays of VQVAE.encode_indices (concatenated in scale order).
     index_dtype: on-disk dtype ("uint16" fits vocabularies up to 65536; "int32" otherwise).
-    Writes idx.npy (N, L) index_dtype, label.npy (N,) int32 and meta.json, into a temporary
-    directory renamed to `out_path` at the end, so an interrupted run leaves no partial dataset.
-    Returns the metadata.
+    Writes idx.npy (N, L), or (N, K, L) for K > 1, of index_dtype, label.npy (N,) int32 and
+    meta.json, into a temporary directory renamed to `out_path` at the end, so an interrupted
+    run leaves no partial dataset. Returns the metadata.
     """
     if stream.train:
         raise ValueError("pretokenize needs an eval stream (train=False): one pass over the "
-                         "split with centre crops.")
-    if stream.order.process_count != 1 or stream.get_state()["position"] != 0:
+                         "split per view.")
+    if stream.layout.process_count != 1 or stream.get_state()["position"] != 0:
         raise ValueError("pretokenize needs a fresh, single-process stream (process_index=0, "
                          "process_count=1, nothing read yet), so every record is encoded.")
     if os.path.exists(out_path) and not overwrite:
@@ -61,11 +63,11 @@ def pretokenize(stream: ResumableStream, encode_fn: Callable, out_path: str, *,
     return meta
 
 
-def _write_tokens(stream: ResumableStream, encode_fn: Callable, out_dir: str,
+def _write_tokens(stream: BatchStream, encode_fn: Callable, out_dir: str,
                   index_dtype: str, progress: bool) -> dict:
     limit = np.iinfo(np.dtype(index_dtype)).max
-    n = stream.num_records
-    idx_NL, label_N, row = None, np.zeros((n,), np.int32), 0
+    n, views = stream.num_records, stream.layout.passes
+    idx_NKL, label_N, done = None, np.zeros((n,), np.int32), 0
     batches = stream
     if progress:
         from tqdm import tqdm
@@ -76,20 +78,24 @@ def _write_tokens(stream: ResumableStream, encode_fn: Callable, out_dir: str,
         if codes.size and (codes.min() < 0 or codes.max() > limit):
             raise ValueError(f"indices span [{codes.min()}, {codes.max()}], outside "
                              f"{index_dtype}; pass index_dtype='int32'.")
-        if idx_NL is None:
-            idx_NL = np.lib.format.open_memmap(os.path.join(out_dir, "idx.npy"), mode="w+",
-                                               dtype=index_dtype, shape=(n, codes.shape[1]))
-        idx_NL[row:row + len(codes)] = codes
-        label_N[row:row + len(codes)] = batch["label"][mask]
-        row += len(codes)
-    idx_NL.flush()
-    np.save(os.path.join(out_dir, "label.npy"), label_N)
-    meta = {"format": FORMAT, "num_records": n, "seq_len": int(idx_NL.shape[1]),
+        if idx_NKL is None:
+            shape = (n, codes.shape[1]) if views == 1 else (n, views, codes.shape[1])
+            idx_NKL = np.lib.format.open_memmap(os.path.join(out_dir, "idx.npy"), mode="w+",
+                                                dtype=index_dtype, shape=shape)
+        view, row = np.divmod(np.arange(done, done + len(codes)), n)   # passes are view-major
+        idx_NKL[(row,) if views == 1 else (row, view)] = codes
+        label_N[row] = batch["label"][mask]
+        done += len(codes)
+    idx_NKL.flush()
+    buf = io.BytesIO()
+    np.save(buf, label_N)
+    atomic.write_bytes(os.path.join(out_dir, "label.npy"), buf.getvalue())
+    meta = {"format": FORMAT, "num_records": n, "seq_len": int(idx_NKL.shape[-1]),
             "index_dtype": index_dtype, "num_skipped": stream.num_skipped,
+            "seed": stream.layout.seed,
             **{k: v for k, v in stream.info.items() if k != "class_names"}}
-    with open(os.path.join(out_dir, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-    del idx_NL
+    atomic.write_json(os.path.join(out_dir, "meta.json"), meta)
+    del idx_NKL
     return meta
 
 
@@ -106,34 +112,50 @@ def read_token_meta(path: str) -> dict:
     return meta
 
 
-class TokenBatchLoader:
-    """load_batch for ResumableStream over memory-mapped idx.npy / label.npy."""
+class TokenRows:
+    """Grain transform: position (+ rng picking one of K views) -> {"idx": int32 (L,),
+    "label": int32}, from the memory-mapped idx.npy / label.npy (opened once per process);
+    eval reads view 0 and adds "mask"."""
 
-    def __init__(self, path: str):
-        self.idx_NL = np.load(os.path.join(path, "idx.npy"), mmap_mode="r", allow_pickle=False)
-        self.label_N = np.load(os.path.join(path, "label.npy"), allow_pickle=False)
+    def __init__(self, path: str, num_records: int, train: bool):
+        self.path, self.num_records, self.train = path, num_records, train
+        self._arrays = None
 
-    def __call__(self, epoch: int, indices: np.ndarray, valid: np.ndarray):
-        idx_bL = np.zeros((len(indices), self.idx_NL.shape[1]), np.int32)
-        label_b = np.zeros((len(indices),), np.int32)
-        rows = indices[valid]
-        idx_bL[valid] = self.idx_NL[rows]
-        label_b[valid] = self.label_N[rows]
-        return {"idx": idx_bL, "label": label_b}, 0
+    def __getstate__(self):   # workers open their own memory maps
+        return {**self.__dict__, "_arrays": None}
+
+    def __call__(self, index, rng=None) -> dict:
+        if self._arrays is None:
+            self._arrays = tuple(np.load(os.path.join(self.path, f), mmap_mode="r",
+                                         allow_pickle=False) for f in ("idx.npy", "label.npy"))
+        idx, label_N = self._arrays
+        index = int(index)
+        real = index < self.num_records
+        row = idx[min(index, self.num_records - 1)]
+        if row.ndim == 2:   # (K, L): one view per epoch (rng keyed by position)
+            row = row[int(rng.integers(len(row))) if rng is not None else 0]
+        example = {"idx": row.astype(np.int32) * real,
+                   "label": np.int32(label_N[min(index, self.num_records - 1)] * real)}
+        return example if self.train else {**example, "mask": np.bool_(real)}
 
 
 def make_token_stream(path: str, batch_size: int, seed: int, train: bool,
                       process_index: int | None = None, process_count: int | None = None, *,
-                      prefetch: int = 0) -> ResumableStream:
+                      num_workers: int = 0, prefetch: int = 0) -> BatchStream:
     """Batches {"idx": int32 (b, L), "label": int32 (b,)} of a pretokenized directory.
 
     Same order, host split, eval "mask" and get_state()/set_state() as make_image_stream.
+    With K views, training reads a view drawn from (seed, global position): each epoch a
+    fresh choice per image; eval reads view 0.
     """
     meta = read_token_meta(path)
     if process_index is None or process_count is None:
         import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
-    order = EpochOrder(meta["num_records"], batch_size, seed, train, process_index, process_count)
-    return ResumableStream(order, TokenBatchLoader(path), prefetch=prefetch,
-                           name=f"tokens:{path}", info=meta)
+    layout = Layout(meta["num_records"], batch_size, seed, train, process_index, process_count)
+    rows, positions = TokenRows(path, meta["num_records"], train), layout.positions()
+    examples = (positions.random_map(rows, seed=derived_seed(seed, "view"))
+                if train and meta.get("views", 1) > 1 else positions.map(rows))
+    return BatchStream(layout, examples, num_workers=num_workers, prefetch=prefetch,
+                       name=f"tokens:{path}", info=meta)

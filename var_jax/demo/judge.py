@@ -5,6 +5,8 @@ import dataclasses
 
 import numpy as np
 
+from var_jax.evaluation.frechet import frechet_distance_of_features
+
 JUDGE_SIDE = 8          # the classifier sees 8x8 images, like scikit-learn's digits
 JUDGE_MAX = 16.0        # on the digits' own 0..16 intensity scale
 
@@ -83,33 +85,6 @@ def _check_pixels(pixels_B64) -> np.ndarray:
     return pixels_B64
 
 
-def _sqrt_psd(m_DD: np.ndarray) -> np.ndarray:
-    vals, vecs = np.linalg.eigh(m_DD)
-    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
-
-
-def frechet_distance(feats_a_ND: np.ndarray, feats_b_MD: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets.
-
-    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), where tr (S_a S_b)^(1/2) is computed as
-    the trace of the square root of the symmetric S_a^(1/2) S_b S_a^(1/2), so it stays real and
-    exact for the rank-deficient covariances of small sample sets.
-    """
-    a, b = np.asarray(feats_a_ND, np.float64), np.asarray(feats_b_MD, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature sets must be (N, D) and (M, D), got {a.shape} and {b.shape}.")
-    if min(len(a), len(b)) < 2:
-        raise ValueError(f"need at least 2 samples per set for a covariance, got {len(a)} and "
-                         f"{len(b)}.")
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    half_a = _sqrt_psd(cov_a)
-    cross = np.linalg.eigvalsh(half_a @ cov_b @ half_a)
-    tr_sqrt = np.sum(np.sqrt(np.clip(cross, 0.0, None)))
-    diff = a.mean(0) - b.mean(0)
-    # round-off in the square roots can leave a tiny negative value for identical sets
-    return max(float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * tr_sqrt), 0.0)
-
-
 @dataclasses.dataclass(frozen=True)
 class Scores:
     """What the demo reports about its samples."""
@@ -118,6 +93,7 @@ class Scores:
     per_class_agreement: tuple    # the same per class 0..9 (nan for a class not asked for)
     heldout_accuracy: float       # the judge's accuracy on held-out real digits
     frechet: float                # Fréchet distance samples vs held-out real, judge features
+                                  # (var_jax.evaluation's, as FID)
     num_samples: int
 
 
@@ -133,7 +109,7 @@ def score_samples(judge: DigitsJudge, sample_pixels_B64: np.ndarray, asked_B: np
         class_agreement=float(hit_B.mean()),
         per_class_agreement=per_class,
         heldout_accuracy=judge.accuracy(real_pixels_N64, real_labels_N),
-        frechet=frechet_distance(judge.features(sample_pixels_B64),
-                                 judge.features(real_pixels_N64)),
+        frechet=frechet_distance_of_features(judge.features(sample_pixels_B64),
+                                             judge.features(real_pixels_N64)),
         num_samples=int(len(asked_B)),
     )

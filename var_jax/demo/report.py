@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 
+from var_jax import atomic
 from var_jax.demo.judge import Scores
 
 
@@ -60,5 +60,4 @@ def write_scores_json(path: str | os.PathLike, scores: Scores, *, reference_frec
         "stages": [dataclasses.asdict(s) for s in stages],
         "total_seconds": total_seconds,
     }
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=1, allow_nan=True)
+    atomic.write_json(path, payload, allow_nan=True)

@@ -9,8 +9,9 @@ import time
 import numpy as np
 
 from var_jax.demo.config import DemoSettings
-from var_jax.demo.judge import DigitsJudge, Scores, frechet_distance, score_samples, to_judge_pixels
+from var_jax.demo.judge import DigitsJudge, Scores, score_samples, to_judge_pixels
 from var_jax.demo.report import StageSummary, format_report, write_scores_json
+from var_jax.evaluation.frechet import frechet_distance_of_features
 
 ZOOM = 4     # pixels per image pixel in the PNGs, so 16px digits are visible
 BORDER = 2   # white pixels around every image in the PNGs
@@ -120,7 +121,7 @@ def run_demo(settings: DemoSettings, workdir: str) -> DemoResult:
     os.makedirs(run_dir, exist_ok=True)
     tokenizer_dir, tok_stage = train_tokenizer(settings, run_dir)
     var_params, var_stage = train_transformer(settings, run_dir, tokenizer_dir)
-    vae_cfg, vae_params = load_weights(tokenizer_dir)
+    vae_cfg, vae_params = load_weights(tokenizer_dir, "vae")
     var_cfg, seed = settings.transformer.var, settings.transformer.loop.seed
 
     n = settings.samples_per_class
@@ -171,4 +172,5 @@ def judge_digits(imgs_BHW3: np.ndarray, asked_B: np.ndarray, image_size: int, se
     train_px, _ = pixels("train")
     scores = score_samples(judge, to_judge_pixels(imgs_BHW3, (0.0, 1.0)), asked_B, test_px,
                            test_labels)
-    return scores, frechet_distance(judge.features(train_px), judge.features(test_px))
+    return scores, frechet_distance_of_features(judge.features(train_px),
+                                               judge.features(test_px))

@@ -22,12 +22,13 @@ def layer_norm(x, eps: float):
     return (x32 - mean) * jax.lax.rsqrt(var + eps)
 
 
-def drop_path(module: nn.Module, x_BLC, rate: float):
+def drop_path(module: nn.Module, x_BLC, rate):
     """Stochastic depth: zero a sample's branch with prob `rate`, scale kept ones by 1/(1-rate).
 
-    Active only when the module was given a 'dropout' rng.
+    Active only when the module was given a 'dropout' rng; `rate` may be traced (a scanned
+    per-block rate), a Python 0 skips it.
     """
-    if rate <= 0.0 or not module.has_rng("dropout"):
+    if (isinstance(rate, (int, float)) and rate <= 0.0) or not module.has_rng("dropout"):
         return x_BLC
     keep = 1.0 - rate
     keep_B11 = jax.random.bernoulli(module.make_rng("dropout"), keep, (x_BLC.shape[0], 1, 1))
@@ -61,6 +62,8 @@ class AdaLNSelfAttn(nn.Module):
     The six modulation vectors (gamma1, gamma2, scale1, scale2, shift1, shift2) come from
     `ada_lin(cond_BD)` (SiLU, Linear C->6C), or, with `shared_aln`, `cond` is already the shared
     projection (B, 1, 6, C) and this block adds its own learned `ada_gss` (1, 1, 6, C).
+    `drop_rate` is this block's drop-path rate (a call argument, so a scan over the blocks
+    can feed each its own).
     """
 
     embed_dim: int
@@ -69,15 +72,15 @@ class AdaLNSelfAttn(nn.Module):
     norm_eps: float = 1e-6
     shared_aln: bool = False
     attn_l2_norm: bool = True
-    drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
     kernel_init: Callable = _default_init   # mat_qkv, fc1
     out_init: Callable = _default_init      # attn.proj, ffn.fc2
     ada_init: Callable = _default_init      # ada_lin kernel (C, 6C) or ada_gss (1, 1, 6, C)
+    attention: str = "auto"                 # attention implementation (nn/block_attention.py)
 
     @nn.compact
-    def __call__(self, x_BLC, cond, *, mask_11LL=None, kv_cache: KVCache | None = None,
-                 cache_begin: int = 0):
+    def __call__(self, x_BLC, cond, *, drop_rate=0.0, mask_11LL=None,
+                 kv_cache: KVCache | None = None, cache_begin: int = 0):
         C = self.embed_dim
         if self.shared_aln:
             ada_gss = self.param("ada_gss", _lp(self.ada_init, (None, None, None, "embed")),
@@ -93,15 +96,16 @@ class AdaLNSelfAttn(nn.Module):
         h = layer_norm(x_BLC, self.norm_eps) * (1 + scale1) + shift1
         h, kv_cache = SelfAttention(self.embed_dim, self.num_heads, self.attn_l2_norm,
                                     dtype=self.dtype, kernel_init=self.kernel_init,
-                                    proj_init=self.out_init, name="attn")(
+                                    proj_init=self.out_init, attention=self.attention,
+                                    name="attn")(
             h.astype(self.dtype), mask_11LL=mask_11LL, kv_cache=kv_cache,
             cache_begin=cache_begin)
-        x_BLC = x_BLC + drop_path(self, h * gamma1, self.drop_path_rate)
+        x_BLC = x_BLC + drop_path(self, h * gamma1, drop_rate)
 
         h = layer_norm(x_BLC, self.norm_eps) * (1 + scale2) + shift2
         h = FFN(self.embed_dim, self.mlp_dim, dtype=self.dtype, kernel_init=self.kernel_init,
                 out_init=self.out_init, name="ffn")(h.astype(self.dtype))
-        x_BLC = x_BLC + drop_path(self, h * gamma2, self.drop_path_rate)
+        x_BLC = x_BLC + drop_path(self, h * gamma2, drop_rate)
         x_BLC = nn.with_logical_constraint(x_BLC, ("batch", "seq", "embed"))
         return x_BLC, kv_cache
 

@@ -9,15 +9,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from var_jax.nn.block_attention import block_causal_attention
+
 MAX_LOG_SCALE = math.log(100.0)   # the per-head q scale is exp(min(scale_mul, log 100))
 L2_EPS = 1e-12                    # x / max(||x||, eps), as torch's F.normalize
 
 
 class KVCache(NamedTuple):
-    """Preallocated keys and values of one block, (B, L, H, hd) each, filled scale by scale."""
+    """Preallocated keys and values, filled scale by scale.
+
+    One block's, (B, L, H, hd) each; or the whole block stack's, (depth, B, L, H, hd) each,
+    with `layer` (an int or a traced index) the block whose slice `write` and `read` touch.
+    """
 
     k: jax.Array
     v: jax.Array
+    layer: Any = None
+
+    def write(self, begin: int, k_BlHc, v_BlHc) -> "KVCache":
+        """The cache with tokens [begin, begin + l) set to these keys and values (in place)."""
+        if self.layer is None:
+            at, k, v = (0, begin, 0, 0), k_BlHc, v_BlHc
+        else:
+            at, k, v = (self.layer, 0, begin, 0, 0), k_BlHc[None], v_BlHc[None]
+        dus = jax.lax.dynamic_update_slice
+        return self._replace(k=dus(self.k, k.astype(self.k.dtype), at),
+                             v=dus(self.v, v.astype(self.v.dtype), at))
+
+    def read(self, end: int):
+        """(keys, values) of tokens [0, end), (B, end, H, hd) each."""
+        if self.layer is None:
+            return self.k[:, :end], self.v[:, :end]
+        at, size = (self.layer, 0, 0, 0, 0), (1, self.k.shape[1], end) + self.k.shape[3:]
+        return (jax.lax.dynamic_slice(self.k, at, size)[0],
+                jax.lax.dynamic_slice(self.v, at, size)[0])
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[-3]
 
 
 def l2_normalize(x, axis: int = -1):
@@ -39,6 +68,7 @@ class SelfAttention(nn.Module):
     Teacher forcing: pass `mask_11LL` (the block-causal mask) and no cache.
     Sampling: pass `kv_cache` and the static token range [begin, begin + l) of the current
     scale; its keys/values are written there and the queries attend to cache[:, :begin + l].
+    `attention`: the implementation (var_jax/nn/block_attention.py), "auto" for the backend's.
     """
 
     embed_dim: int
@@ -47,6 +77,7 @@ class SelfAttention(nn.Module):
     dtype: Any = jnp.float32
     kernel_init: Callable = nn.initializers.lecun_normal()   # mat_qkv
     proj_init: Callable = nn.initializers.lecun_normal()     # proj
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x_BLC, *, mask_11LL=None, kv_cache: KVCache | None = None,
@@ -78,19 +109,15 @@ class SelfAttention(nn.Module):
 
         if kv_cache is not None:
             end = cache_begin + L
-            if end > kv_cache.k.shape[1]:
-                raise ValueError(f"KV cache of length {kv_cache.k.shape[1]} cannot hold "
+            if end > kv_cache.length:
+                raise ValueError(f"KV cache of length {kv_cache.length} cannot hold "
                                  f"tokens [{cache_begin}, {end}).")
-            kv_cache = KVCache(
-                kv_cache.k.at[:, cache_begin:end].set(k.astype(kv_cache.k.dtype)),
-                kv_cache.v.at[:, cache_begin:end].set(v.astype(kv_cache.v.dtype)))
-            k = kv_cache.k[:, :end].astype(self.dtype)
-            v = kv_cache.v[:, :end].astype(self.dtype)
+            kv_cache = kv_cache.write(cache_begin, k, v)
+            k, v = (a.astype(self.dtype) for a in kv_cache.read(end))
             mask_11LL = None   # all cached tokens belong to this or coarser scales
 
-        out_BLHc = jax.nn.dot_product_attention(
-            q, k, v, mask=None if mask_11LL is None else jnp.asarray(mask_11LL),
-            scale=scale, implementation=None)
+        out_BLHc = block_causal_attention(q, k, v, scale=scale, mask_11LL=mask_11LL,
+                                          implementation=self.attention)
         out_BLC = out_BLHc.reshape(B, L, C)
         out_BLC = nn.Dense(C, dtype=self.dtype, name="proj",
                            kernel_init=lp(self.proj_init, ("qkv", "embed")),

@@ -1,4 +1,4 @@
-"""Training input: which dataset a run reads, turned into var_jax.data's resumable per-host streams."""
+"""Training input: which dataset a run reads, turned into var_jax.data's per-host Grain streams."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +18,7 @@ class DataConfig:
     manual_dir: str | None = None     # imagenet2012's downloaded tar files
     tokens: str | None = None         # `var_jax.data.pretokenize` dir: train on its indices
     eval_tokens: str | None = None    # the same for the eval split
-    num_workers: int | None = None    # image decoding threads (default: CPU count, max 16)
+    num_workers: int = 0              # Grain worker processes decoding batches (0: this process)
     prefetch: int = 2                 # batches prepared ahead in the background
 
 
@@ -34,7 +34,8 @@ def default_streams(config, split: str):
               process_count=jax.process_count())
     tokens = data.tokens if train else data.eval_tokens
     if tokens:
-        return make_token_stream(tokens, prefetch=data.prefetch, **kw)
+        return make_token_stream(tokens, num_workers=data.num_workers, prefetch=data.prefetch,
+                                 **kw)
     name = data.train_split if train else data.eval_split
     if name is None:
         raise ValueError("an eval stream was asked for (loop.eval_every > 0) but "

@@ -1,8 +1,10 @@
 """The training loop every trainer shares: mesh, input, sharded init, update, checkpoints, evals, logs."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import time
 from typing import Any, Callable
@@ -18,6 +20,7 @@ from var_jax import sharding
 from var_jax.train import metrics as metrics_lib
 from var_jax.train.input import default_streams
 from var_jax.train.state import TrainState
+from var_jax.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,9 @@ class Task:
         """(N, H, W, 3) images in [0, 1] for the periodic grid (None: no samples)."""
         return None
 
+    def check_input(self, stream) -> None:
+        """Raise ValueError if the train stream does not fit the model (e.g. its class count)."""
+
 
 Streams = Callable[[Any, str], Any]   # (config, "train" | "eval") -> resumable batch iterator
 
@@ -126,18 +132,20 @@ def state_initializer(task: Task, loop: LoopConfig, mesh):
     return init_fn, abstract, shardings
 
 
-def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None):
+def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None, *,
+                 allow_tampered: bool = False, step: int | None = None):
     """(state, shardings, restored data-stream state or None, start step).
 
-    Resumes from the latest checkpoint of `ckpt` when there is one (arrays read straight into
-    this mesh's shardings); otherwise every array is created on its devices, already sharded.
+    Resumes from checkpoint `step` of `ckpt`, by default the latest intact one when there is
+    one (arrays read straight
+    into this mesh's shardings and checked against its manifest; see Checkpointer.restore);
+    otherwise every array is created on its devices, already sharded.
     `frozen` is never restored: it comes from `task.load_frozen`, else `task.init_frozen`.
     """
     init_fn, abstract, shardings = state_initializer(task, loop, mesh)
     frozen = task.load_frozen(shardings.frozen)   # None: initialise it with the rest
-    start = ckpt.latest_step() if ckpt is not None else None
     data_state = None
-    if start is None:
+    if ckpt is None or not ckpt.all_steps():
         start = 0
         if frozen is None:
             state = jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=shardings)(key)
@@ -146,13 +154,53 @@ def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None):
                             out_shardings=shardings.replace(frozen=None))(key)
             state = state.replace(frozen=frozen)
     else:
-        restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step=start)
+        if step is None:
+            start, restored, data_state, _ = ckpt.restore_latest(abstract.checkpointed(),
+                                                                 allow_tampered=allow_tampered)
+        else:
+            start = step
+            restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step,
+                                                   allow_tampered=allow_tampered)
         if frozen is None:
             frozen = jax.jit(lambda k: nn.unbox(init_fn(k).frozen),
                              out_shardings=shardings.frozen)(key)
         state = abstract.with_checkpointed(restored).replace(frozen=frozen)
         log.info("resumed from step %d of %s", start, ckpt.directory)
     return state, shardings, data_state, start
+
+
+def check_config_change(recorded: dict | None, current: dict, allow: bool, ckpt) -> None:
+    """Refuse to resume with a config other than the checkpoint's, unless `allow` (then the
+    change is logged and recorded in the next manifest)."""
+    if recorded is None:
+        return
+    now = json.loads(json.dumps(current, default=str))
+    changed = _changed_keys(recorded, now)
+    if not changed:
+        return
+    lines = [f"{k}: {_get(recorded, k)!r} -> {_get(now, k)!r}" for k in changed]
+    if not allow:
+        raise ValueError(f"the config differs from the one the checkpoints in {ckpt.directory} "
+                         f"were trained with: {'; '.join(lines[:8])}. Resume with the same "
+                         "config, pass --allow-config-change (allow_config_change=True) to "
+                         "continue with the new one, or start a new --workdir.")
+    log.warning("resuming with a changed config (--allow-config-change): %s", lines)
+    ckpt.record_override({"allow_config_change": lines})
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _get(tree, dotted: str):
+    for k in dotted.split("."):
+        tree = tree.get(k) if isinstance(tree, dict) else None
+    return tree
 
 
 def compile_train_step(task: Task, shardings, mesh):
@@ -164,19 +212,31 @@ def compile_train_step(task: Task, shardings, mesh):
 
 
 def train_and_evaluate(config, workdir: str, task: Task, *,
-                       streams: Streams = default_streams) -> TrainState:
+                       streams: Streams = default_streams, allow_tampered: bool = False,
+                       allow_config_change: bool = False) -> TrainState:
     """Train `task` as `config.loop` says, resuming from `workdir` if it holds a checkpoint.
 
     `config` is a dataclass with `.loop` (LoopConfig), `.mesh` (sharding.MeshConfig) and
     `.data` (given to `streams`); the whole of it is saved as JSON beside the checkpoints.
-    `workdir` may be local or a gs:// path. Returns the final state.
+    `workdir` may be local or a gs:// path; process 0 holds it locked for the whole run
+    (WorkdirLockedError when another trainer has it). A resume checks the checkpoint against
+    its manifest (`allow_tampered` lets a mismatch through) and refuses a changed config unless
+    `allow_config_change`; both overrides are recorded in the next manifest.
+    Returns the final state.
     """
+    sharding.maybe_initialize_distributed(config.loop.multihost)
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(config, epath.Path(workdir), task, streams, allow_tampered,
+                      allow_config_change)
+
+
+def _train(config, workdir: epath.Path, task: Task, streams: Streams, allow_tampered: bool,
+           allow_config_change: bool) -> TrainState:
     loop: LoopConfig = config.loop
-    workdir = epath.Path(workdir)
     is_main = jax.process_index() == 0
 
     # ------------------------------------------------------------------------------------- mesh
-    sharding.maybe_initialize_distributed(loop.multihost)
     mesh = sharding.make_mesh(config.mesh)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if loop.global_batch % (shards * loop.grad_accum):
@@ -186,6 +246,7 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
 
     # ------------------------------------------------------------------------------------ input
     train_stream = streams(config, "train")
+    task.check_input(train_stream)
     eval_stream = streams(config, "eval") if loop.eval_every else None
     eval_start = eval_stream.get_state() if eval_stream is not None else None
 
@@ -193,12 +254,17 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
         # ----------------------------------------------------------- model, shard, checkpoint
         ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", save_every=loop.checkpoint_every,
                                      keep=loop.keep_checkpoints, async_save=loop.async_checkpoint)
-        state, state_sh, data_state, start = create_state(task, loop, mesh, init_key, ckpt)
+        state, state_sh, data_state, start = create_state(task, loop, mesh, init_key, ckpt,
+                                                          allow_tampered=allow_tampered)
+        if start:
+            check_config_change(ckpt.restored_manifest.get("config"), _config_dict(config),
+                                allow_config_change, ckpt)
         if data_state is not None:
             train_stream.set_state(data_state)
         info = ckpt_lib.provenance(seed=loop.seed, dataset=str(getattr(config, "data", None)))
         ckpt_lib.write_run_info(workdir, _config_dict(config), info)
-        meta = {"config": _config_dict(config), "provenance": info}
+        meta = {"config": _config_dict(config), "provenance": info,
+                "config_class": f"{type(config).__module__}.{type(config).__qualname__}"}
 
         # -------------------------------------------------------------------------- update step
         update = compile_train_step(task, state_sh, mesh)
@@ -240,9 +306,10 @@ def train_and_evaluate(config, workdir: str, task: Task, *,
                     state, step_metrics = update(state, batch)
                 pending.append((step, step_metrics))
                 clock.started(state)
-                save = ckpt.should_save(step) or step == loop.total_steps
-                evals = loop.eval_every and step % loop.eval_every == 0
-                samples = loop.sample_every and step % loop.sample_every == 0
+                last = step == loop.total_steps   # a run always ends with its eval and grid
+                save = ckpt.should_save(step) or last
+                evals = loop.eval_every and (step % loop.eval_every == 0 or last)
+                samples = loop.sample_every and (step % loop.sample_every == 0 or last)
                 if save or evals or samples or step % loop.log_every == 0:
                     row = _flush(pending, clock, ckpt)   # raises on a non-finite loss
                     if evals:

@@ -8,6 +8,8 @@ from typing import Mapping
 import numpy as np
 from etils import epath
 
+from var_jax import atomic
+
 # Dense bf16 peak FLOP/s per device, matched as a substring of `device.device_kind` (first hit).
 PEAK_FLOPS_BF16 = (
     ("TPU v6", 918e12),        # Trillium (v6e)
@@ -68,9 +70,9 @@ class MetricsWriter:
         workdir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             rows = [line for line in self.path.read_text().splitlines(True) if line.strip()]
-            keep = [r for r in rows if json.loads(r)["step"] <= resume_step]
+            keep = [r for r in rows if _step_of(r) is not None and _step_of(r) <= resume_step]
             if len(keep) != len(rows):
-                self.path.write_text("".join(keep))
+                atomic.write_text(self.path, "".join(keep))
         if tensorboard:
             self._tb = _tensorboard_writer(str(workdir / "tensorboard"))
 
@@ -92,6 +94,14 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb[0].close()
             self._tb = None
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics row; None for a line cut short by a crash (it is dropped)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _plain(v):
@@ -116,8 +126,6 @@ def _tensorboard_writer(logdir: str):
 
 def write_grid_png(images_NHW3, path, cols: int | None = None) -> str:
     """Tile images (float in [0, 1]) into one PNG; returns the path."""
-    from PIL import Image
-
     imgs = np.clip(np.asarray(images_NHW3, np.float32), 0.0, 1.0)
     n, h, w, c = imgs.shape
     cols = cols or math.ceil(math.sqrt(n))
@@ -128,6 +136,5 @@ def write_grid_png(images_NHW3, path, cols: int | None = None) -> str:
         grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        Image.fromarray(np.round(grid * 255).astype(np.uint8).squeeze()).save(f, format="PNG")
+    atomic.write_image(path, np.round(grid * 255).astype(np.uint8).squeeze())
     return str(path)

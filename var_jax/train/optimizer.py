@@ -87,12 +87,16 @@ def _path_names(path) -> list[str]:
 
 
 def decay_mask(params, no_decay_keys: Sequence[str] = NO_DECAY_KEYS):
-    """True where weight decay applies: not 1-D, not a bias, no `no_decay_keys` in the path."""
+    """True where weight decay applies: not 1-D, not a bias, no `no_decay_keys` in the path.
+
+    Under VAR's stacked `blocks` the leading (layers) axis does not count as a dimension.
+    """
     pattern = re.compile("|".join(map(re.escape, no_decay_keys))) if no_decay_keys else None
 
     def decays(path, x) -> bool:
         names = _path_names(path)
-        if x.ndim <= 1 or names[-1] == "bias" or names[-1].endswith("_bias"):
+        ndim = x.ndim - (names[0] == "blocks")
+        if ndim <= 1 or names[-1] == "bias" or names[-1].endswith("_bias"):
             return False
         return not (pattern and any(pattern.search(n) for n in names))
     return jax.tree_util.tree_map_with_path(decays, params)

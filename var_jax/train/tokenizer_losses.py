@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 ADAPTIVE_WEIGHT_MAX = 1e4   # taming-transformers' clamp of the adaptive GAN weight
 _NORM_EPS = 1e-4
@@ -29,15 +30,11 @@ def generator_loss(logits_fake: jax.Array) -> jax.Array:
     return -jnp.mean(logits_fake)
 
 
-def global_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
 def adaptive_gan_weight(rec_grad, gen_grad, max_weight: float = ADAPTIVE_WEIGHT_MAX) -> jax.Array:
     """||d rec / d last|| / (||d gen / d last|| + 1e-4), clipped to [0, max_weight], no gradient.
 
     `rec_grad` and `gen_grad` are the gradients (any pytree, e.g. the decoder's last conv kernel)
     of the reconstruction and the generator losses w.r.t. the same last-layer parameters.
     """
-    w = global_norm(rec_grad) / (global_norm(gen_grad) + _NORM_EPS)
+    w = optax.tree.norm(rec_grad) / (optax.tree.norm(gen_grad) + _NORM_EPS)
     return jax.lax.stop_gradient(jnp.clip(w, 0.0, max_weight))

@@ -33,6 +33,9 @@ class VARTrainConfig:
     label_smoothing: float = 0.0      # "ls"
     prog_fraction: float = 0.0        # "pg": progressive training over this fraction of steps
     prog_first_scale: int = 4         # "pg0": the last scale trained on at the start
+    prog_warmup_steps: float | None = None   # "pgwp" in steps: each new stage's tokens ramp
+                                      # up over this many steps; None = total_steps / 300 (the
+                                      # reference's default, ep/300 epochs)
     sample_classes: tuple[int, ...] = tuple(range(8))   # one image each in the sample grids
                                                         # (() = none)
     sample_cfg: float = 1.5
@@ -48,6 +51,9 @@ class VARTrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.prog_fraction <= 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 1) and "
                              f"prog_fraction={self.prog_fraction} in [0, 1].")
+        if self.prog_warmup_steps is not None and not self.prog_warmup_steps > 0:
+            raise ValueError(f"prog_warmup_steps={self.prog_warmup_steps} must be > 0, or None "
+                             "for the reference's default (total_steps / 300).")
 
 
 def var_train_flops(cfg: VARConfig) -> float:
@@ -78,6 +84,32 @@ def progressive_scale(step, total_steps: int, warmup_steps: int, fraction: float
     return jnp.where(step >= end, last, si).astype(jnp.int32)
 
 
+def progressive_loss_weights(step, scale_L, total_steps: int, warmup_steps: int,
+                             fraction: float, first_scale: int, num_scales: int,
+                             stage_warmup_steps: float):
+    """(L,) per-token loss weights at `step` under progressive training, as the reference's
+    trainer: 1/L for tokens up to the current scale, 0 after it; the current scale's tokens
+    scaled by clip(steps into this stage / stage_warmup_steps, 0.01, 1) ("pgwp"), except in
+    the first stage (already covered by the lr warm-up) and once the last scale is reached."""
+    scale = functools.partial(progressive_scale, total_steps=total_steps,
+                              warmup_steps=warmup_steps, fraction=fraction,
+                              first_scale=first_scale, num_scales=num_scales)
+    step = jnp.asarray(step, jnp.int32)
+    si = scale(step)
+
+    def bisect(_, lo_hi):   # the stage's first step: the least s <= step with scale(s) >= si
+        lo, hi = lo_hi
+        mid = (lo + hi) // 2
+        ok = scale(mid) >= si
+        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+    start, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.int32(0), step))
+    ramp = jnp.clip((step - start + 1) / stage_warmup_steps, 0.01, 1.0)
+    ramp = jnp.where(si == scale(jnp.int32(0)), 1.0, ramp)
+    L = scale_L.shape[0]
+    w_L = jnp.where(scale_L <= si, 1.0 / L, 0.0)
+    return jnp.where((scale_L == si) & (si < num_scales - 1), w_L * ramp, w_L)
+
+
 def cross_entropy(logits_BLV, target_BL, label_smoothing: float = 0.0):
     """(smoothed CE, plain NLL), each (B, L): torch's CrossEntropyLoss(label_smoothing=ls)."""
     logp_BLV = jax.nn.log_softmax(logits_BLV.astype(jnp.float32), axis=-1)
@@ -97,7 +129,8 @@ class VARTask(Task):
         self.config = config
         self.model, self.vae = VAR(config.var), VQVAE(config.vae)
         self.flops_per_example = var_train_flops(config.var)
-        self._scale_L = jnp.asarray(scale_of_token(config.var.patch_nums))
+        # numpy, not jnp: no JAX call before train_and_evaluate's jax.distributed.initialize()
+        self._scale_L = np.asarray(scale_of_token(config.var.patch_nums))
         self.lr = None
 
     # ---------------------------------------------------------------- model, optimizer, frozen
@@ -123,9 +156,23 @@ class VARTask(Task):
         if self.config.tokenizer is None:
             return None
         from var_jax.convert import load_weights
-        _, params = load_weights(self.config.tokenizer, self.config.vae)   # numpy, every host
+        cfg, params = load_weights(self.config.tokenizer, "vae", self.config.vae.patch_nums,
+                                   flag="tokenizer=")   # numpy, every host
+        if cfg != self.config.vae:
+            raise ValueError(f"tokenizer={self.config.tokenizer} holds {cfg}, but the config's "
+                             f"vae is {self.config.vae}; make them equal.")
         return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, x.__getitem__),
                             params, shardings)
+
+    def check_input(self, stream) -> None:
+        info = getattr(stream, "info", None) or {}
+        n, have = info.get("num_classes"), self.config.var.num_classes
+        if n is not None and int(n) > have:
+            raise ValueError(f"the training data ({info.get('source', self.config.data.source)}"
+                             f") has {n} classes but the model has var.num_classes={have}: "
+                             "labels past it would index outside the class embedding. Set "
+                             f"--set var.num_classes={n} (or more), or use data with at most "
+                             f"{have} classes.")
 
     # ---------------------------------------------------------------- loss
     def tokens(self, vae_params, batch):
@@ -145,8 +192,9 @@ class VARTask(Task):
 
     def loss(self, params, vae_params, batch, rng, step=None):
         """(objective, metrics). rng=None: no class dropout (evaluation). The objective is the
-        CE of every token weighted 1/L (tokens past the progressive scale weigh 0), summed over
-        tokens and averaged over examples (over `batch["mask"]` when present)."""
+        CE of every token weighted 1/L (under progressive training as
+        `progressive_loss_weights`), summed over tokens and averaged over examples (over
+        `batch["mask"]` when present)."""
         cfg = self.config
         target_BL, x_BLCv = self.tokens(vae_params, batch)
         rngs = {} if rng is None else {"dropout": rng}
@@ -155,10 +203,11 @@ class VARTask(Task):
         L = cfg.var.seq_len
         w_L = jnp.full((L,), 1.0 / L)
         if step is not None and cfg.prog_fraction > 0:
-            o = cfg.optim
-            si = progressive_scale(step, cfg.loop.total_steps, o.warmup_steps, cfg.prog_fraction,
-                                   cfg.prog_first_scale, cfg.var.num_scales)
-            w_L = jnp.where(self._scale_L <= si, w_L, 0.0)
+            total = cfg.loop.total_steps
+            stage_wp = cfg.prog_warmup_steps or total / 300
+            w_L = progressive_loss_weights(step, self._scale_L, total, cfg.optim.warmup_steps,
+                                           cfg.prog_fraction, cfg.prog_first_scale,
+                                           cfg.var.num_scales, stage_wp)
         mask_B = batch.get("mask", jnp.ones(target_BL.shape[:1], bool)).astype(jnp.float32)
         per_example = lambda x_B: jnp.sum(x_B * mask_B) / jnp.maximum(mask_B.sum(), 1)  # noqa
         hit_BL = (jnp.argmax(logits_BLV, -1) == target_BL).astype(jnp.float32)

@@ -48,7 +48,8 @@ def params_from_state_dict(sd: dict[str, np.ndarray], expected: Any, key_map: Ke
 
     `key_map(key)` returns (flax path, transform) or None for a key the model does not have;
     keys matching an `ignore` regex (buffers) are skipped. Raises ValueError naming every
-    unexpected key, every missing parameter and every shape mismatch (with both shapes).
+    unexpected key, every missing parameter and every shape mismatch (with both shapes), or
+    else every parameter holding NaN/Inf.
     """
     ignore_res = [re.compile(p) for p in ignore]
     want = _flat_expected(meta.unbox(expected))
@@ -88,4 +89,17 @@ def params_from_state_dict(sd: dict[str, np.ndarray], expected: Any, key_map: Ke
         raise ValueError(
             f"{model_name}: the state dict does not fit the config. " + "\n".join(problems)
             + "\nCheck that the config (preset, resolution, depth) matches the checkpoint.")
+    non_finite = [f"{source[p]} ({non_finite_summary(a)})" for p, a in got.items()
+                  if not np.isfinite(a).all()]
+    if non_finite:
+        raise ValueError(
+            f"{model_name}: weights hold NaN/Inf values:\n  " + "\n  ".join(non_finite)
+            + "\nThe file is damaged, or the training that wrote it diverged; download it "
+            "again or use an earlier checkpoint.")
     return _nest(got)
+
+
+def non_finite_summary(a: np.ndarray) -> str:
+    """'3 NaN, 1 Inf of 1000 values' for a float array holding non-finite values."""
+    nan = int(np.isnan(a).sum())
+    return f"{nan} NaN, {int(a.size - nan - np.isfinite(a).sum())} Inf of {a.size} values"

@@ -1,4 +1,9 @@
-"""Key map from the released VAR state dicts (var_d16.pth ... var_d36.pth) to `VAR` params."""
+"""Key map from the released VAR state dicts (var_d16.pth ... var_d36.pth) to `VAR` params.
+
+The torch model holds `blocks.{i}.*` per block; `VAR` holds one `blocks` tree whose leaves are
+stacked over the depth (leading axis). Conversion maps each key to a per-block path
+`blocks_{i}/...` and then stacks them (`stack_blocks`); `unstack_blocks` is the inverse.
+"""
 from __future__ import annotations
 
 import functools
@@ -43,6 +48,7 @@ _BLOCK = {
     "ffn.fc2.bias": (("ffn", "fc2", "bias"), IDENTITY),
 }
 _BLOCK_RE = re.compile(r"blocks\.(\d+)\.(.+)")
+_PER_BLOCK_RE = re.compile(r"blocks_(\d+)")
 
 
 def var_key_map(key: str):
@@ -63,10 +69,43 @@ def expected_var_params(cfg: VARConfig):
     return jax.eval_shape(functools.partial(init_var_params, cfg), jax.random.key(0))
 
 
+def unstack_blocks(params: dict) -> dict:
+    """Stacked `blocks` (leading depth axis) -> one `blocks_{i}` tree per block."""
+    params = dict(params)
+    stacked = params.pop("blocks")
+    depth = jax.tree.leaves(stacked)[0].shape[0]
+    for i in range(depth):
+        params[f"blocks_{i}"] = jax.tree.map(lambda a, i=i: a[i], stacked)
+    return params
+
+
+def stack_blocks(params: dict) -> dict:
+    """`blocks_0` ... `blocks_{depth-1}` -> one `blocks` tree stacked over a leading axis."""
+    params = dict(params)
+    depth = sum(1 for k in params if _PER_BLOCK_RE.fullmatch(k))
+    if depth == 0 or any(f"blocks_{i}" not in params for i in range(depth)):
+        raise ValueError(f"per-block params must be blocks_0 ... blocks_{{depth-1}}; got "
+                         f"{sorted(k for k in params if k.startswith('blocks'))}.")
+    per_block = [params.pop(f"blocks_{i}") for i in range(depth)]
+    params["blocks"] = jax.tree.map(lambda *a: np.stack(a), *per_block)
+    return params
+
+
+def _expected_per_block(expected: dict) -> dict:
+    stacked = expected["blocks"]
+    depth = jax.tree.leaves(stacked)[0].shape[0]
+    one = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), stacked)
+    return {**{k: v for k, v in expected.items() if k != "blocks"},
+            **{f"blocks_{i}": one for i in range(depth)}}
+
+
 def var_params_from_torch(sd: dict[str, np.ndarray], cfg: VARConfig) -> dict:
     """Strictly convert a VAR transformer state dict to `VAR(cfg)` params (float32 numpy).
 
-    Every parameter must be present with the exact shape; errors name the key and both shapes.
+    Every parameter must be present with the exact shape; errors name the key and both shapes
+    (block parameters by their per-block path, e.g. blocks_15/attn/q_bias).
     """
-    return params_from_state_dict(sd, expected_var_params(cfg), var_key_map,
-                                  ignore=IGNORED_BUFFERS, model_name=f"VAR(depth={cfg.depth})")
+    per_block = params_from_state_dict(sd, _expected_per_block(expected_var_params(cfg)),
+                                       var_key_map, ignore=IGNORED_BUFFERS,
+                                       model_name=f"VAR(depth={cfg.depth})")
+    return stack_blocks(per_block)

@@ -1,0 +1,62 @@
+"""Helpers of the bad-input catalogue: a tiny toy run to damage, byte flips, the CLI."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+import numpy as np
+
+from train_helpers import ToyConfig, ToyTask, toy_streams  # tests/train: see conftest.py
+
+from var_jax.train.loop import LoopConfig
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def toy_config(total_steps: int = 4, **loop) -> ToyConfig:
+    """Checkpoints every 2 steps (all kept), no TensorBoard: a run of a few seconds."""
+    kw = dict(global_batch=8, total_steps=total_steps, log_every=1, checkpoint_every=2,
+              keep_checkpoints=5, tensorboard=False, progress_bar=False, async_checkpoint=False)
+    return ToyConfig(loop=LoopConfig(**{**kw, **loop}))
+
+
+def train_toy(workdir, cfg=None, task=None, **kwargs):
+    from var_jax.train.loop import train_and_evaluate
+    cfg = cfg or toy_config()
+    return train_and_evaluate(cfg, str(workdir), task or ToyTask(cfg), streams=toy_streams(),
+                              **kwargs)
+
+
+def largest_file(folder) -> str:
+    paths = [os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs]
+    return max(paths, key=os.path.getsize)
+
+
+def flip_byte(path, offset: int | None = None) -> None:
+    """XOR one byte (default: the middle one) of `path` in place."""
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        i = len(data) // 2 if offset is None else offset
+        data[i] ^= 0x40
+        f.seek(0)
+        f.write(data)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `var-jax ARGV` in this process."""
+    from var_jax.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as e:   # argparse errors
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def random_params(seed: int = 0) -> dict:
+    """Incompressible float32 arrays (Orbax stores them raw, so a flipped byte changes a value)."""
+    rng = np.random.default_rng(seed)
+    return {"blocks_0": {"kernel": rng.normal(size=(64, 64)).astype(np.float32)},
+            "head": {"bias": rng.normal(size=(16,)).astype(np.float32)}}

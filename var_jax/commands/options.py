@@ -1,0 +1,94 @@
+"""Flags and checks the commands share: one flag name per concept, old spellings hidden."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_COMPILE_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "var_jax", "xla")
+WEIGHTS_FORMS = "a .pth, a `var-jax convert`/`export` dir or a `var-jax train` work dir"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: ...)" on every option that has a default (not on required ones)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_hidden_alias(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
+    """Accept `old` (a spelling that shipped) for `dest` without listing it in --help."""
+    parser.add_argument(old, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                        **kwargs)
+
+
+def check_positive(flag: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{flag}={value} must be >= 1.")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Weights and sampling options of `sample` and `edit`."""
+    parser.add_argument("--var", required=True,
+                        help=f"transformer weights (e.g. var_d16.pth): {WEIGHTS_FORMS}")
+    parser.add_argument("--vae", required=True,
+                        help=f"tokenizer weights (e.g. vae_ch160v4096z32.pth): {WEIGHTS_FORMS}")
+    parser.add_argument("--patch-nums", default=None,
+                        help="scales of a .pth transformer trained on custom scales, comma "
+                             "separated (e.g. 1,2,3,4); the released ones are read off the "
+                             "checkpoint")
+    parser.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance")
+    parser.add_argument("--top-k", type=int, default=900, help="top-k filter (0: off)")
+    parser.add_argument("--top-p", type=float, default=0.96, help="top-p filter (0: off)")
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    parser.add_argument("--more-smooth", action="store_true",
+                        help="gumbel-softmax codes: smoother images (not for FID)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per compiled call")
+    add_hidden_alias(parser, "--batch", "batch_size", type=int)
+    parser.add_argument("--compile-cache", default=DEFAULT_COMPILE_CACHE,
+                        help="folder of JAX's persistent compilation cache, so later runs skip "
+                             "the compile ('' turns it off)")
+
+
+def enable_compile_cache(path: str) -> None:
+    """Turn on JAX's persistent compilation cache in `path` (no-op for '')."""
+    import jax
+
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def load_models(var_path: str, vae_path: str, patch_nums: str | tuple[int, ...] | None = None):
+    """(var_cfg, var_params, vae_cfg, vae_params) on the devices; the tokenizer takes the
+    transformer's scales (a converted tokenizer must have been converted with them)."""
+    from var_jax.convert import load_weights, parse_patch_nums
+    from var_jax.sampling import replicate
+
+    pns = parse_patch_nums(patch_nums) if isinstance(patch_nums, str) else patch_nums
+    var_cfg, var_params = load_weights(var_path, "var", pns, flag="--var")
+    try:
+        vae_cfg, vae_params = load_weights(vae_path, "vae", var_cfg.patch_nums, flag="--vae")
+    except ValueError as e:
+        if "scales" not in str(e):
+            raise
+        scales = ",".join(str(p) for p in var_cfg.patch_nums)
+        raise ValueError(
+            f"the tokenizer --vae {vae_path} was converted for other scales than the transformer "
+            f"--var {var_path} uses ({scales}); re-convert the tokenizer with `var-jax convert "
+            f"vae_ch160v4096z32.pth OUT_DIR --patch-nums {scales}` and pass OUT_DIR to --vae (or "
+            "pass the .pth itself).") from e
+    if (var_cfg.vocab_size, var_cfg.vae_channels) != (vae_cfg.vocab_size, vae_cfg.z_channels):
+        raise ValueError(
+            f"--var {var_path} predicts {var_cfg.vocab_size} codes of width "
+            f"{var_cfg.vae_channels}, but --vae {vae_path} has {vae_cfg.vocab_size} codes of width "
+            f"{vae_cfg.z_channels}; pass the tokenizer the transformer was trained with.")
+    var_params, vae_params = replicate((var_params, vae_params))   # one host->device copy
+    return var_cfg, var_params, vae_cfg, vae_params
+
+
+def say(text: str) -> None:
+    """A progress line on stderr (stdout keeps the results)."""
+    print(text, file=sys.stderr, flush=True)
