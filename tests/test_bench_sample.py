@@ -15,6 +15,7 @@ def _bench():
     return mod
 
 
+@pytest.mark.slow   # about 15 CPU-s quiet (one toy sampler compile); minutes on a loaded machine
 def test_matrix_row_prints_json(capsys):
     bench = _bench()
     assert bench.main(["--matrix", "--presets", "tiny", "--batches", "1", "--repeats", "1",
