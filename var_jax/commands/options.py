@@ -59,14 +59,16 @@ def add_fast_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                              f"({WEIGHTS_FORMS}) samples the scales after --draft-scales; "
                              "trades fidelity of the fine scales for speed")
     parser.add_argument("--draft-scales", type=int, default=None,
-                        help="with --refiner: scales the --var model samples first (e.g. 8 of 10)")
+                        help="with --refiner: scales the --var model samples first (e.g. 8 of "
+                             "10); fewer is faster and further from the --var model's samples")
     parser.add_argument("--prune-ratio", type=float, default=0.0,
                         help="token pruning: at the last --prune-scales scales only the "
                              "(1 - ratio) tokens farthest from the scale's mean run through "
                              "the blocks, the rest copy the upsampled previous scale; trades "
                              "detail for speed (0: off)")
     parser.add_argument("--prune-scales", type=int, default=2,
-                        help="how many of the largest scales --prune-ratio prunes")
+                        help="how many of the largest scales --prune-ratio prunes; more is "
+                             "faster and loses more detail")
 
 
 def fast_sampling_kwargs(args: argparse.Namespace, var_cfg) -> dict:
