@@ -1,15 +1,8 @@
 """Shared fixtures: the seeded random-weight FID Inception (regenerated, never shipped)."""
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 
-FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "inception"
-GOLDEN = pathlib.Path(__file__).parents[1] / "fixtures" / "golden"
-sys.path.insert(0, str(FIXTURES))
-
-from inception_random_weights import random_state_dict  # noqa: E402
+from inception_fixtures import FIXTURES, random_state_dict
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import GOLDEN
+from inception_fixtures import GOLDEN
 from var_jax.cli import main
 from var_jax.evaluation import sample_set
 
@@ -30,28 +30,12 @@ def _arr0(out):
 
 
 @pytest.mark.slow
-def test_evaluate_scores_resumes_and_ignores_the_batch_size(tmp_path, scoring, capsys,
-                                                           monkeypatch):
-    full = tmp_path / "full"
-    assert main(["evaluate", "--out", str(full), "--batch", "8"] + scoring + WEIGHTS) == 0
-    imgs = _arr0(full)
-    assert imgs.shape == (20, 64, 64, 3) and imgs.dtype == np.uint8
-    scores = json.loads((full / "scores.json").read_text())
-    for k in ("fid", "sfid", "inception_score", "precision", "recall"):
-        assert np.isfinite(scores[k]), k
-    assert scores["num_samples"] == 20 and scores["settings"]["cfg"] == 1.5
-    assert len(scores["weights_fingerprint"]["var"]) == 64
-    assert not scores["weights_fingerprint"]["inception_is_released"]
-
-    # another chunk size, no scoring: the same images
-    other = tmp_path / "other"
-    assert main(["evaluate", "--out", str(other), "--batch", "12"] + WEIGHTS) == 0
-    np.testing.assert_array_equal(_arr0(other), imgs)
-
-    # killed after the first chunk, then resumed: the same .npz and scores
+def test_evaluate_resumes_a_killed_run_scores_it_and_ignores_the_chunk_size(tmp_path, scoring,
+                                                                           capsys, monkeypatch):
+    # killed after its first chunk (8 images), then resumed: 12 new images, then the scores
     cut = tmp_path / "cut"
+    real_save = sample_set.write_npz
     saves = []
-    real_save = sample_set.atomic_savez
 
     def dies_after_one_chunk(path, **arrays):
         if saves:
@@ -59,17 +43,28 @@ def test_evaluate_scores_resumes_and_ignores_the_batch_size(tmp_path, scoring, c
         saves.append(path)
         real_save(path, **arrays)
 
-    monkeypatch.setattr(sample_set, "atomic_savez", dies_after_one_chunk)
+    monkeypatch.setattr(sample_set, "write_npz", dies_after_one_chunk)
     with pytest.raises(KeyboardInterrupt):
-        main(["evaluate", "--out", str(cut), "--batch", "8"] + scoring + WEIGHTS)
+        main(["evaluate", "--out", str(cut), "--batch-size", "8"] + scoring + WEIGHTS)
     monkeypatch.undo()
     assert not (cut / sample_set.SAMPLES_FILE).exists()
-    assert main(["evaluate", "--out", str(cut), "--batch", "8"] + scoring + WEIGHTS) == 0
+    assert main(["evaluate", "--out", str(cut), "--batch-size", "8"] + scoring + WEIGHTS) == 0
     assert "(12 new this run)" in capsys.readouterr().out
-    np.testing.assert_array_equal(_arr0(cut), imgs)
-    resumed = json.loads((cut / "scores.json").read_text())
-    assert {k: resumed[k] for k in ("fid", "sfid", "inception_score", "precision", "recall")} \
-        == {k: scores[k] for k in ("fid", "sfid", "inception_score", "precision", "recall")}
+    imgs = _arr0(cut)
+    assert imgs.shape == (20, 64, 64, 3) and imgs.dtype == np.uint8
+    scores = json.loads((cut / "scores.json").read_text())
+    for k in ("fid", "sfid", "inception_score", "precision", "recall"):
+        assert np.isfinite(scores[k]), k
+    assert scores["num_samples"] == 20 and scores["settings"]["cfg"] == 1.5
+    assert scores["settings"]["top_k"] == 8 and scores["inception_score_splits"] == 10
+    assert len(scores["weights_fingerprint"]["var"]) == 64
+    assert not scores["weights_fingerprint"]["inception_is_released"]
+
+    # uninterrupted, and with another chunk size (no scoring): the same images, bit for bit
+    for batch in ("8", "12"):
+        out = tmp_path / f"batch{batch}"
+        assert main(["evaluate", "--out", str(out), "--batch-size", batch] + WEIGHTS) == 0
+        np.testing.assert_array_equal(_arr0(out), imgs)
 
 
 def test_changed_flags_on_resume_and_bad_flags_exit_2(tmp_path, capsys):
@@ -80,7 +75,13 @@ def test_changed_flags_on_resume_and_bad_flags_exit_2(tmp_path, capsys):
     assert "resume with the same flags or pick a new --out" in capsys.readouterr().err
     assert main(["evaluate", "--out", str(out), "--reference", "x.npz"] + WEIGHTS) == 2
     assert "--reference needs --inception" in capsys.readouterr().err
-    assert main(["evaluate", "--out", str(out), "--batch", "0"] + WEIGHTS) == 2
+    assert main(["evaluate", "--out", str(out), "--inception", "i.npz", "--reference",
+                 str(tmp_path / "missing.npz")] + WEIGHTS) == 2
+    assert "missing.npz': no such file" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(out), "--inception", "i.npz", "--reference",
+                 "imagenet"] + WEIGHTS) == 2
+    assert "unknown data source 'imagenet'" in capsys.readouterr().err
+    assert main(["evaluate", "--out", str(out), "--batch-size", "0"] + WEIGHTS) == 2
 
 
 def test_help_documents_the_protocol(capsys):

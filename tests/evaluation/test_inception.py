@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import GOLDEN
+from inception_fixtures import GOLDEN
 from var_jax.evaluation import inception_activations, inception_features, load_inception
 from var_jax.evaluation.features import resize_matrices, tf1_bilinear_matrix
 
@@ -68,3 +68,15 @@ def test_fingerprint_is_of_the_arrays(random_inception_sd):
     fp = load_inception(sd)[1]
     sd["fc.bias"] = sd["fc.bias"] + 1
     assert load_inception(sd)[1] != fp and len(fp) == 64
+
+
+def test_features_and_their_frechet_distance_are_deterministic(random_inception, inception_io):
+    from var_jax.evaluation import feature_statistics, frechet_distance
+    a = inception_activations(random_inception, inception_io["img64"])
+    b = inception_activations(random_inception, inception_io["img64"])
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    feats = a.pool[:, :64]
+    stats = feature_statistics(feats), feature_statistics(feats[::-1] * 1.1 + 0.1)
+    first = frechet_distance(*stats[0], *stats[1])
+    assert first == frechet_distance(*stats[0], *stats[1]) and first > 0

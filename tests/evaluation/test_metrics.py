@@ -98,3 +98,4 @@ def test_precision_recall_matches_brute_force(block):
     assert precision_recall(real, fake, block=block) == (precision, recall)
     assert 0.0 < precision < 1.0 and 0.0 < recall < 1.0
     assert precision_recall(real, real, block=block) == (1.0, 1.0)
+

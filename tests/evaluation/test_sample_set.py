@@ -73,7 +73,7 @@ def test_a_killed_run_resumes_without_gaps_or_duplicates(tmp_path):
     resumed, rfeats = _run(tmp_path / "cut", chunk=6, call=2)   # another chunk size on resume
     np.testing.assert_array_equal(resumed, full)
     np.testing.assert_array_equal(rfeats["logits"], feats["logits"])
-    assert not list((tmp_path / "cut").rglob(".tmp-*")), "a temp file was left behind"
+    assert not list((tmp_path / "cut").rglob("*.tmp")), "a temp file was left behind"
 
 
 def test_hosts_split_the_positions_and_the_union_is_the_single_host_set(tmp_path):
@@ -89,7 +89,7 @@ def test_hosts_split_the_positions_and_the_union_is_the_single_host_set(tmp_path
 def test_duplicate_chunk_and_changed_settings_are_refused(tmp_path):
     s = _set(tmp_path)
     s.generate(5, 3, progress=False)
-    ss.atomic_savez(tmp_path / ss.CHUNK_DIR / "000000003.npz", positions=np.array([3, 4]),
+    ss.write_npz(tmp_path / ss.CHUNK_DIR / "000000003.npz", positions=np.array([3, 4]),
                     images=np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="a duplicate at position 3"):
         ss.assemble(str(tmp_path), s.num, False)

@@ -15,14 +15,15 @@ protocol (the paper's ImageNet 256 numbers): 50 images per class for all 1000 cl
 OpenAI evaluator against VIRTUAL_imagenet256_labeled.npz: FID and sFID against its stored
 statistics, precision/recall (k=3) against its 10,000 images, Inception Score over 10 splits.
 
-seeds: image i of class c uses fold_in(fold_in(key(--seed), c), i), and every compiled call holds
---device-batch images per device, so the samples do not depend on --batch, the device count or
-the host count (a different --device-batch changes only float rounding: pixels by at most 1/255). Position p of the output holds class p % C (the
-classes interleave, so each Inception Score split sees them all). The batch is sharded over the
-local devices; with several hosts (jax.distributed), each takes a contiguous slice of the
-positions and --out must be a shared folder.
+seeds: image i of class c uses fold_in(fold_in(key(--seed), c), i), and every compiled call
+holds --device-batch images per device, so the samples do not depend on --batch-size, the
+device count or the host count (another --device-batch changes only float rounding: on CPU, a
+few pixel values by 1/255). Position p of the output holds class p % C (the classes
+interleave, so each Inception Score split sees them all). The batch is sharded over the local
+devices; with several hosts (jax.distributed), each takes a contiguous slice of the positions
+and --out must be a shared folder.
 
-resuming: every --batch images are saved atomically under OUT/chunks/; run the same command
+resuming: every --batch-size images are saved atomically under OUT/chunks/; run the same command
 again after a crash or preemption and it continues where it stopped (OUT/settings.json guards
 against changed flags). At the end OUT/samples.npz (arr_0, uint8 N x H x W x 3, the OpenAI
 evaluator's input) and, with --inception, OUT/scores.json are written.
@@ -43,13 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", type=int, default=50,
                         help="images per class (every class of the model; 50 x 1000 = 50,000)")
     parser.add_argument("--inception", default=None,
-                        help=f"pytorch-fid's FID Inception weights ({_weight_file()}, or an .npz "
-                             "of its arrays under the same keys); without it only samples.npz "
-                             "is written")
+                        help="pytorch-fid's FID Inception weights "
+                             "(pt_inception-2015-12-05-6726825d.pth, or an .npz of its arrays "
+                             "under the same keys); without it only samples.npz is written")
     parser.add_argument("--reference", default=None,
                         help="reference batch .npz (OpenAI format, e.g. "
                              "VIRTUAL_imagenet256_labeled.npz) or a data source (imagenet2012, "
-                             "folder:<path>) whose statistics are computed once into OUT")
+                             "folder:<path>) whose statistics are computed once into OUT/"
+                             "reference_stats-<hash>.npz")
     parser.add_argument("--reference-split", default="train",
                         help="split of a --reference data source")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir of a --reference source")
@@ -69,27 +71,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                   "devices); how often progress is saved, it does not change the samples")
 
 
-def _weight_file() -> str:
-    from var_jax.evaluation.inception_weights import WEIGHT_FILE
-    return WEIGHT_FILE
-
-
 def _to_uint8(imgs_BHW3):
     import numpy as np
     return np.clip(np.floor(np.asarray(imgs_BHW3) * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
-def _reference(args, params, image_size: int):
-    """ReferenceStats from --reference, cached in OUT for a source."""
+def _check_reference(args) -> None:
+    """Fail before sampling, not after, on a --reference that cannot be read."""
+    if args.reference is None:
+        return
+    if not args.inception:
+        raise ValueError("--reference needs --inception (the FID Inception weights) to score.")
+    if args.reference.endswith(".npz"):
+        if not os.path.isfile(args.reference):
+            raise FileNotFoundError(f"--reference {args.reference!r}: no such file.")
+    else:
+        from var_jax.data.sources import parse_source
+        parse_source(args.reference)
+
+
+def _reference(args, params, inception_fingerprint: str, image_size: int):
+    """ReferenceStats from --reference; a data source's are computed once, cached in OUT."""
+    import hashlib
+
     from var_jax.evaluation.reference_stats import (read_reference_npz, reference_from_source,
                                                     write_reference_npz)
 
     if args.reference.endswith(".npz"):
         return read_reference_npz(args.reference, params, args.protocol, args.batch_size)
-    cache = os.path.join(args.out, "reference_stats.npz")
+    what = f"{args.reference}|{args.reference_split}|{args.protocol}|{inception_fingerprint}|" \
+           f"{image_size}"
+    digest = hashlib.sha256(what.encode()).hexdigest()[:12]
+    cache = os.path.join(args.out, f"reference_stats-{digest}.npz")
     if not os.path.exists(cache):
-        from var_jax.data.sources import parse_source
-        parse_source(args.reference)
         print(f"computing reference statistics of {args.reference} ({args.reference_split}, "
               f"{image_size} px) into {cache}", flush=True)
         write_reference_npz(cache, reference_from_source(
@@ -120,26 +134,48 @@ def scores_of(acts: dict, reference) -> dict:
     return out
 
 
+def _write_scores(args, acts: dict, inception, settings: dict, image_size: int,
+                  t0: float) -> None:
+    """Score the assembled activations against --reference; write OUT/scores.json."""
+    from var_jax.atomic import write_json
+    from var_jax.evaluation.inception_weights import RELEASED_SHA256
+
+    reference = (_reference(args, inception, settings["inception"], image_size)
+                 if args.reference else None)
+    scores = scores_of(acts, reference)
+    payload = dict(scores, num_samples=len(acts["pool"]), settings=settings,
+                   reference=args.reference, weights_fingerprint={
+                       "var": settings["var"], "vae": settings["vae"],
+                       "inception": settings["inception"],
+                       "inception_is_released": settings["inception"].startswith(RELEASED_SHA256)},
+                   seconds_this_run=time.perf_counter() - t0)
+    path = os.path.join(args.out, "scores.json")
+    write_json(path, payload)
+    print("  ".join(f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, float)),
+          flush=True)
+    print(f"wrote {path}")
+
+
 def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
     from var_jax.commands.options import (check_positive, enable_compile_cache,
                                           fast_sampling_kwargs, load_models)
-    from var_jax.evaluation.atomic import atomic_json
     from var_jax.evaluation.fingerprint import path_fingerprint
     from var_jax.evaluation.sample_set import (SAMPLES_FILE, SampleSet, assemble,
                                                check_settings, position_labels)
     from var_jax.sampling import sample
+    from var_jax.sharding import maybe_initialize_distributed
 
     check_positive("--batch-size", args.batch_size)
     if args.device_batch < 1:
         raise ValueError(f"--device-batch={args.device_batch} must be >= 1.")
     if args.per_class < 1:
         raise ValueError(f"--per-class={args.per_class} must be >= 1.")
-    if args.reference and not args.inception:
-        raise ValueError("--reference needs --inception (the FID Inception weights) to score.")
+    _check_reference(args)
     t0 = time.perf_counter()
+    maybe_initialize_distributed()       # several hosts: detected from the environment
     enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
     inception = fingerprint_inc = None
@@ -154,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         "more_smooth": args.more_smooth, "patch_nums": list(var_cfg.patch_nums),
         "device_batch": args.device_batch}
     fast = fast_sampling_kwargs(args, var_cfg)
-    if args.refiner is not None or fast["prune_scales"]:   # only then: old sample sets still match
+    if args.refiner is not None or fast["prune_scales"]:   # only then: old runs still match
         settings.update(refiner=args.refiner and path_fingerprint(args.refiner),
                         draft_scales=args.draft_scales, prune_ratio=args.prune_ratio,
                         prune_scales=fast["prune_scales"])
@@ -188,17 +224,5 @@ def run(args: argparse.Namespace) -> int:
           f"{os.path.join(args.out, SAMPLES_FILE)}", flush=True)
     if inception is None:
         return 0
-    reference = _reference(args, inception, vae_cfg.image_size) if args.reference else None
-    scores = scores_of(acts, reference)
-    from var_jax.evaluation.inception_weights import RELEASED_SHA256
-    payload = dict(scores, num_samples=sample_set.num, settings=settings,
-                   reference=args.reference, weights_fingerprint={
-                       "var": settings["var"], "vae": settings["vae"],
-                       "inception": fingerprint_inc,
-                       "inception_is_released": fingerprint_inc.startswith(RELEASED_SHA256)},
-                   seconds_this_run=time.perf_counter() - t0)
-    atomic_json(os.path.join(args.out, "scores.json"), payload)
-    print("  ".join(f"{k} {v:.4g}" for k, v in scores.items()
-                    if isinstance(v, float)), flush=True)
-    print(f"wrote {os.path.join(args.out, 'scores.json')}")
+    _write_scores(args, acts, inception, settings, vae_cfg.image_size, t0)
     return 0

@@ -1,9 +1,10 @@
 """Fréchet distance between Gaussians, float64 numpy, through symmetric eigendecompositions.
 
-tr((S1 S2)^(1/2)) equals tr((S1^(1/2) S2 S1^(1/2))^(1/2)): the matrix inside is symmetric PSD,
-so its square root comes from `eigh` (real, no Schur iterations), and stays exact for the
-rank-deficient covariances of small sample sets where scipy.linalg.sqrtm(S1 @ S2) needs an
-eps ridge. scipy is therefore not a dependency (the tests compare against it).
+tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which equal those
+of the symmetric PSD R^T S2 R for any R R^T = S1: `eigvalsh` gives them (real, no Schur
+iterations), also for the rank-deficient covariances of small sample sets where
+scipy.linalg.sqrtm(S1 @ S2) needs an eps ridge. scipy is therefore not a dependency (the tests
+compare against it).
 """
 from __future__ import annotations
 
@@ -27,9 +28,18 @@ def sqrtm_psd(m_DD) -> np.ndarray:
 
 
 def trace_sqrt_product(sigma1, sigma2) -> float:
-    """tr((sigma1 @ sigma2)^(1/2)) for symmetric PSD sigma1, sigma2."""
-    half1 = sqrtm_psd(sigma1)
-    inner = half1 @ np.asarray(sigma2, np.float64) @ half1
+    """tr((sigma1 @ sigma2)^(1/2)) for symmetric PSD sigma1, sigma2.
+
+    With any factor R R^T = sigma1, the eigenvalues of sigma1 sigma2 are those of the symmetric
+    R^T sigma2 R. R is the Cholesky factor (fast), or for a singular sigma1 its PSD square root.
+    """
+    s1, s2 = (np.asarray(s, np.float64) for s in (sigma1, sigma2))
+    s1 = (s1 + s1.T) * 0.5
+    try:
+        root = np.linalg.cholesky(s1)
+    except np.linalg.LinAlgError:
+        root = sqrtm_psd(s1)
+    inner = root.T @ s2 @ root
     vals = np.linalg.eigvalsh((inner + inner.T) * 0.5)
     return float(np.sum(np.sqrt(np.clip(vals, 0.0, None))))
 

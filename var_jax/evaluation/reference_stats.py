@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from var_jax.evaluation.atomic import atomic_savez
+from var_jax.evaluation.atomic import write_npz
 from var_jax.evaluation.features import activations_of, check_images, inception_activations
 from var_jax.evaluation.frechet import feature_statistics
 
@@ -63,7 +63,7 @@ def read_reference_npz(path: str | os.PathLike, params=None, protocol: str = "tf
 
 def write_reference_npz(path: str | os.PathLike, stats: ReferenceStats) -> None:
     arrays = {k: v for k, v in dataclasses.asdict(stats).items() if v is not None}
-    atomic_savez(path, **arrays)
+    write_npz(path, **arrays)
 
 
 class _RunningMoments:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 import zipfile
 from typing import Callable
@@ -20,7 +21,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from var_jax.evaluation.atomic import atomic_file, atomic_json, atomic_savez
+from var_jax.atomic import write_json
+from var_jax.evaluation.atomic import atomic_stream, write_npz
 
 CHUNK_DIR = "chunks"
 SETTINGS_FILE = "settings.json"
@@ -70,7 +72,6 @@ def check_settings(out_dir: str, settings: dict) -> None:
     """Record `settings` on the first run; on a resume, refuse different ones."""
     path = os.path.join(out_dir, SETTINGS_FILE)
     if os.path.exists(path):
-        import json
         with open(path) as f:
             old = json.load(f)
         diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings)
@@ -81,7 +82,7 @@ def check_settings(out_dir: str, settings: dict) -> None:
                                          sorted(diff.items()))
                              + "); resume with the same flags or pick a new --out.")
     else:
-        atomic_json(path, settings)
+        write_json(path, settings)
 
 
 def _runs(positions: np.ndarray, size: int):
@@ -133,7 +134,7 @@ class SampleSet:
                 parts = [self._call(positions[i:i + call], call)
                          for i in range(0, positions.size, call)]
                 arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-                atomic_savez(os.path.join(self.out_dir, CHUNK_DIR, f"{positions[0]:09d}.npz"),
+                write_npz(os.path.join(self.out_dir, CHUNK_DIR, f"{positions[0]:09d}.npz"),
                              positions=positions, **arrays)
                 bar.update(positions.size)
         finally:
@@ -183,7 +184,7 @@ def assemble(out_dir: str, num: int, with_features: bool) -> dict:
     feats: dict[str, list] = {k: [] for k in FEATURE_KEYS} if with_features else {}
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
               "shape": shape}
-    with atomic_file(os.path.join(out_dir, SAMPLES_FILE)) as f:
+    with atomic_stream(os.path.join(out_dir, SAMPLES_FILE)) as f:
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open("arr_0.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array_header_2_0(member, header)
