@@ -10,6 +10,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from var_jax.configs import VARConfig, VQVAEConfig
+from var_jax.fast_sampling import (Refiner, cache_begins, check_fast_options, kept_counts,
+                                   prefill, run_scale)
 from var_jax.token_filter import filter_logits
 from var_jax.var import VAR, init_kv_cache
 
@@ -23,6 +25,9 @@ class SamplerOptions(NamedTuple):
     top_p: float = 0.96
     more_smooth: bool = False
     progress: bool = False
+    draft_scales: int | None = None   # with a refiner: scales the drafter samples (fast_sampling)
+    prune_ratio: float = 0.0          # token pruning at the last prune_scales scales
+    prune_scales: int = 0
 
 
 # ---------------------------------------------------------------------------- token choice
@@ -39,7 +44,8 @@ def guidance(cfg_scale, si: int, num_scales: int):
 
 # ---------------------------------------------------------------------------- the scale loop
 def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, labels_B,
-                  keys_B, cfg_scale, opts: SamplerOptions, forced=None):
+                  keys_B, cfg_scale, opts: SamplerOptions, forced=None,
+                  refiner: Refiner | None = None):
     """Coarse-to-fine generation (traceable); returns (f_hat_BhwC, idx_BL).
 
     keys_B: one PRNG key per image; scale si uses fold_in(key, si), so images are independent
@@ -47,9 +53,15 @@ def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConf
     token ids and bools; where keep is True the given token is used instead of a sample
     (zero-shot editing). The doubled CFG batch is interleaved (cond_0, null_0, cond_1, ...)
     so that a batch-sharded layout keeps each image's pair on one device.
+    refiner and opts.draft_scales / prune_ratio / prune_scales: var_jax/fast_sampling.py.
     """
     from var_jax.vqvae import VQVAE
 
+    refiner_cfg = None if refiner is None else refiner.cfg
+    N = check_fast_options(var_cfg, refiner_cfg, opts.draft_scales, opts.prune_ratio,
+                           opts.prune_scales)
+    keeps = kept_counts(var_cfg.patch_nums, opts.prune_ratio, opts.prune_scales)
+    begins = cache_begins(keeps)
     model, vae = VAR(var_cfg), VQVAE(vae_cfg)
     vp, qp = {"params": var_params}, {"params": vae_params}
     B, K, V = labels_B.shape[0], var_cfg.num_scales, var_cfg.vocab_size
@@ -60,11 +72,18 @@ def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConf
     codebook_VC = jnp.asarray(vae.apply(qp, method=VQVAE.codebook), jnp.float32)
     last = var_cfg.patch_nums[-1]
     f_hat = jnp.zeros((B, last, last, var_cfg.vae_channels), jnp.float32)
-    idx_list = []
+    idx_list, next_inputs, h_BlC = [], [], None
     for si, pn in enumerate(var_cfg.patch_nums):
+        if si == N:   # hand over to the refiner: prefill its cache with the drafted scales
+            model, vp = VAR(refiner.cfg), {"params": refiner.params}
+            cond_BD, cond_blocks = model.apply(vp, labels_2B, method=VAR.conditioning)
+            h_BlC, kv_caches = prefill(model, vp, cond_BD, cond_blocks, next_inputs,
+                                       init_kv_cache(refiner.cfg, 2 * B), N)
+            x_BlC = jnp.repeat(model.apply(vp, si, next_inputs[-1], method=VAR.embed_scale), 2, 0)
         ratio = si / max(K - 1, 1)
-        logits_2BlV, kv_caches = model.apply(vp, si, x_BlC, cond_BD, cond_blocks, kv_caches,
-                                             method=VAR.forward_scale)
+        h_BlC, kv_caches = run_scale(model, vp, x_BlC, cond_blocks, kv_caches, keep=keeps[si],
+                                     cache_begin=begins[si], h_prev_BpC=h_BlC)
+        logits_2BlV = model.apply(vp, h_BlC, cond_BD, method=VAR.logits)
         logits_B2lV = logits_2BlV.reshape(B, 2, pn * pn, V)
         t = guidance(cfg_scale, si, K)
         logits_BlV = (1 + t) * logits_B2lV[:, 0] - t * logits_B2lV[:, 1]
@@ -73,19 +92,20 @@ def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConf
         idx_Bl = jax.vmap(jax.random.categorical)(step_keys[:, 0], logits_BlV).astype(jnp.int32)
         if forced is not None:
             idx_Bl = jnp.where(forced[1][si], forced[0][si], idx_Bl)
-        h_BlC = codebook_VC[idx_Bl]
+        h_code_BlC = codebook_VC[idx_Bl]
         if opts.more_smooth:
             tau = max(0.27 * (1 - 0.95 * ratio), 0.005)
             w_BlV = jax.vmap(gumbel_softmax, (0, 0, None))(step_keys[:, 1],
                                                             logits_BlV * (1 + ratio), tau)
             soft_BlC = jnp.einsum("blv,vc->blc", w_BlV, codebook_VC)
-            h_BlC = soft_BlC if forced is None else jnp.where(forced[1][si][..., None],
-                                                              h_BlC, soft_BlC)
-        f_hat, next_BlCv = vae.apply(qp, si, f_hat, h_BlC, method=VQVAE.next_scale_input)
+            h_code_BlC = soft_BlC if forced is None else jnp.where(forced[1][si][..., None],
+                                                                   h_code_BlC, soft_BlC)
+        f_hat, next_BlCv = vae.apply(qp, si, f_hat, h_code_BlC, method=VQVAE.next_scale_input)
         idx_list.append(idx_Bl)
+        next_inputs.append(next_BlCv)
         if opts.progress:
             jax.debug.callback(functools.partial(_report_scale, si, K, pn), idx_Bl[0, 0])
-        if si + 1 < K:
+        if si + 1 < K and si + 1 != N:
             x_BlC = jnp.repeat(model.apply(vp, si + 1, next_BlCv, method=VAR.embed_scale), 2, 0)
     return f_hat, jnp.concatenate(idx_list, axis=1)
 
@@ -101,10 +121,12 @@ def decode_to_unit(vae_params, vae_cfg: VQVAEConfig, f_hat_BhwC):
     return (imgs.astype(jnp.float32) + 1.0) * 0.5
 
 
-def _sample_program(var_params, vae_params, labels_B, keys_B, cfg_scale, *, var_cfg, vae_cfg,
-                    opts):
+def _sample_program(models_params, vae_params, labels_B, keys_B, cfg_scale, *, var_cfg, vae_cfg,
+                    opts, refiner_cfg):
+    var_params, refiner_params = models_params
+    refiner = None if refiner_cfg is None else Refiner(refiner_params, refiner_cfg)
     f_hat, idx_BL = generate_fhat(var_params, vae_params, var_cfg, vae_cfg, labels_B, keys_B,
-                                  cfg_scale, opts)
+                                  cfg_scale, opts, refiner=refiner)
     return decode_to_unit(vae_params, vae_cfg, f_hat), idx_BL
 
 
@@ -136,8 +158,10 @@ def replicate(tree):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_sampler(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts: SamplerOptions):
-    program = functools.partial(_sample_program, var_cfg=var_cfg, vae_cfg=vae_cfg, opts=opts)
+def _compiled_sampler(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts: SamplerOptions,
+                      refiner_cfg: VARConfig | None = None):
+    program = functools.partial(_sample_program, var_cfg=var_cfg, vae_cfg=vae_cfg, opts=opts,
+                                refiner_cfg=refiner_cfg)
     return compile_batched(program, num_batched_in=2, num_batched_out=2)
 
 
@@ -177,27 +201,41 @@ def check_options(cfg: float, top_k: int, top_p: float, vocab_size: int) -> None
 
 def sample(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, labels, rng,
            cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, more_smooth: bool = False,
-           return_indices: bool = False, progress: bool = False):
+           return_indices: bool = False, progress: bool = False,
+           refiner: Refiner | tuple | None = None, draft_scales: int | None = None,
+           prune_ratio: float = 0.0, prune_scales: int = 0):
     """Sample images of the given classes; returns imgs (B, H, W, 3) float32 in [0, 1]
     [, idx (B, L) int32, all scales coarse to fine].
 
     rng: a key (split into one per image) or B keys; image b depends only on its own key and
     label. cfg: classifier-free guidance (t = cfg*k/(K-1) at scale k). top_k / top_p: 0 disables.
     more_smooth: gumbel-softmax codes (visual quality, not for FID; the returned indices are
-    then the sampled tokens, the images use the soft codes). progress: print a line per scale. The program is compiled once per (configs, batch, top_k, top_p, more_smooth, progress);
-    cfg is a runtime value. With several local devices the batch is sharded over them.
+    then the sampled tokens, the images use the soft codes). progress: print a line per scale.
+    Beyond the paper (off by default; var_jax/fast_sampling.py): refiner=(params, cfg) with
+    draft_scales=N samples scales N.. with the refiner (draft-and-refine); prune_ratio with
+    prune_scales prunes tokens at the last scales. The program is compiled once per (configs,
+    batch, top_k, top_p, more_smooth, progress, refiner config, draft_scales, prune_ratio,
+    prune_scales); cfg is a runtime value. With several local devices the batch is sharded.
     """
     var_cfg.check_compatible(vae_cfg)
     labels_B = var_cfg.check_labels(labels)
     if labels_B.size == 0:
         raise ValueError("labels is empty; give at least one class id.")
     check_options(cfg, top_k, top_p, var_cfg.vocab_size)
+    refiner = None if refiner is None else Refiner(*refiner)
+    refiner_cfg = None if refiner is None else refiner.cfg
+    if refiner_cfg is not None:
+        refiner_cfg.check_compatible(vae_cfg)
+    check_fast_options(var_cfg, refiner_cfg, draft_scales, prune_ratio, prune_scales)
     keys_B = per_image_keys(rng, labels_B.shape[0])
-    opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth), bool(progress))
-    fn, mesh = _compiled_sampler(var_cfg, vae_cfg, opts)
-    var_params, vae_params = replicate((var_params, vae_params))
+    opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth), bool(progress),
+                          None if draft_scales is None else int(draft_scales), float(prune_ratio),
+                          int(prune_scales))
+    fn, mesh = _compiled_sampler(var_cfg, vae_cfg, opts, refiner_cfg)
+    models_params = (var_params, None if refiner is None else refiner.params)
+    models_params, vae_params = replicate((models_params, vae_params))
     B = labels_B.shape[0]
     labels_p, keys_p = pad_to_devices(mesh.size, jnp.asarray(labels_B), keys_B)
-    imgs, idx = fn(var_params, vae_params, labels_p, keys_p, jnp.float32(cfg))
+    imgs, idx = fn(models_params, vae_params, labels_p, keys_p, jnp.float32(cfg))
     imgs, idx = imgs[:B], idx[:B]
     return (imgs, idx) if return_indices else imgs

@@ -199,11 +199,21 @@ class VAR(nn.Module):
         if x_BlC.shape[1] != end - begin:
             raise ValueError(f"scale {si} has {end - begin} tokens, got x_BlC of shape "
                              f"{x_BlC.shape}.")
+        x_BlC, kv_caches = self.blocks_cached(x_BlC, mods_DB16C, kv_caches, begin)
+        return self.logits(x_BlC, cond_BD), kv_caches
+
+    def blocks_cached(self, x_BlC, mods_DB16C, kv_caches, cache_begin: int, mask_11ll=None):
+        """Tokens through all blocks with the KV caches; returns (hidden_BlC, caches).
+
+        Block i writes the tokens' keys/values at [i, :, cache_begin:cache_begin + l] and its
+        queries attend to [i, :, :cache_begin + l], all of them, or where `mask_11ll` (a numpy
+        (1, 1, l, l) mask, with cache_begin 0: a teacher-forcing prefill) allows.
+        """
         layers = jnp.arange(self.cfg.depth)
-        step = functools.partial(_cached_step, cache_begin=begin)
+        step = functools.partial(_cached_step, cache_begin=cache_begin, mask_11ll=mask_11ll)
         (x_BlC, k, v), _ = self._scan(step, (x_BlC, kv_caches.k, kv_caches.v),
                                       (mods_DB16C, layers))
-        return self.logits(x_BlC, cond_BD), KVCache(k, v)
+        return x_BlC, KVCache(k, v)
 
 
 def _modulation_step(block, carry, _, cond):
@@ -217,9 +227,10 @@ def _teacher_forcing_step(block, x_BLC, layer, *, mask_11LL):
     return x_BLC, None
 
 
-def _cached_step(block, carry, layer, *, cache_begin: int):
+def _cached_step(block, carry, layer, *, cache_begin: int, mask_11ll=None):
     (x_BlC, k, v), (mod_B16C, i) = carry, layer
-    x_BlC, cache = block(x_BlC, mod_B16C, kv_cache=KVCache(k, v, i), cache_begin=cache_begin)
+    x_BlC, cache = block(x_BlC, mod_B16C, kv_cache=KVCache(k, v, i), cache_begin=cache_begin,
+                         mask_11LL=mask_11ll)
     return (x_BlC, cache.k, cache.v), None
 
 

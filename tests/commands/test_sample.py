@@ -33,3 +33,23 @@ def test_sample_writes_a_grid_whose_images_depend_only_on_seed_and_index(tmp_pat
         r, c = divmod(i, 2)
         tile = grid[r * 66:r * 66 + 64, c * 66:c * 66 + 64]
         assert np.abs(tile - img).max() <= 1, f"image {i} differs"
+
+
+def test_sample_refiner_and_pruning_flags(tmp_path, capsys):
+    """--refiner/--draft-scales and --prune-ratio reach the sampler; the CLI grid is its images."""
+    out = tmp_path / "grid.png"
+    fast = ["--refiner", str(GOLDEN / "var_tiny_saln.pth"), "--draft-scales", "2",
+            "--prune-ratio", "0.5", "--prune-scales", "1"]
+    assert main(["sample", "--classes", "2", "--seed", "1", "--out", str(out)] + WEIGHTS
+                + fast) == 0
+    var_cfg, var_params = load_weights(GOLDEN / "var_tiny_l2norm.pth", "var", (1, 2, 3, 4))
+    ref_cfg, ref_params = load_weights(GOLDEN / "var_tiny_saln.pth", "var", (1, 2, 3, 4))
+    vae_cfg, vae_params = load_weights(GOLDEN / "vae.pth", "vae", (1, 2, 3, 4))
+    img = sample(var_params, vae_params, var_cfg, vae_cfg, [2], jax.random.split(
+        jax.random.key(1), 1), top_k=8, refiner=(ref_params, ref_cfg), draft_scales=2,
+        prune_ratio=0.5, prune_scales=1)[0]
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - np.round(img * 255)).max() <= 1
+    capsys.readouterr()
+    assert main(["sample", "--classes", "2", "--out", str(out), "--draft-scales", "2"]
+                + WEIGHTS) != 0
+    assert "--draft-scales needs --refiner" in capsys.readouterr().err

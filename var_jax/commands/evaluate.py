@@ -5,7 +5,8 @@ import argparse
 import os
 import time
 
-from var_jax.commands.options import HelpFormatter, add_model_arguments
+from var_jax.commands.options import (HelpFormatter, add_fast_sampling_arguments,
+                                      add_model_arguments)
 
 HELP = "Sample N = per-class x classes images with the paper's protocol and score them."
 PROTOCOL = """\
@@ -64,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "XLA's float rounding depends on the shape")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_arguments(parser)
+    add_fast_sampling_arguments(parser)
     batch = next(a for a in parser._actions if a.dest == "batch_size")
     batch.help = ("images per saved chunk (rounded up to a multiple of --device-batch x local "
                   "devices); how often progress is saved, it does not change the samples")
@@ -158,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from var_jax.commands.options import check_positive, enable_compile_cache, load_models
+    from var_jax.commands.options import (check_positive, enable_compile_cache,
+                                          fast_sampling_kwargs, load_models)
     from var_jax.evaluation.fingerprint import path_fingerprint
     from var_jax.evaluation.sample_set import (SAMPLES_FILE, SampleSet, assemble,
                                                check_settings, position_labels)
@@ -186,13 +189,18 @@ def run(args: argparse.Namespace) -> int:
         "cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p,
         "more_smooth": args.more_smooth, "patch_nums": list(var_cfg.patch_nums),
         "device_batch": args.device_batch}
+    fast = fast_sampling_kwargs(args, var_cfg)
+    if args.refiner is not None or fast["prune_scales"]:   # only then: old runs still match
+        settings.update(refiner=args.refiner and path_fingerprint(args.refiner),
+                        draft_scales=args.draft_scales, prune_ratio=args.prune_ratio,
+                        prune_scales=fast["prune_scales"])
     os.makedirs(args.out, exist_ok=True)
     check_settings(args.out, settings)
 
     def sample_fn(labels, keys):
         return _to_uint8(sample(var_params, vae_params, var_cfg, vae_cfg, labels, keys,
                                 cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
-                                more_smooth=args.more_smooth))
+                                more_smooth=args.more_smooth, **fast))
 
     features_fn = None
     if inception is not None:

@@ -52,6 +52,47 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "the compile ('' turns it off)")
 
 
+def add_fast_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Faster sampling beyond the paper (var_jax/fast_sampling.py); off by default."""
+    parser.add_argument("--refiner", default=None,
+                        help="draft-and-refine: a smaller transformer on the same tokenizer "
+                             f"({WEIGHTS_FORMS}) samples the scales after --draft-scales; "
+                             "trades fidelity of the fine scales for speed")
+    parser.add_argument("--draft-scales", type=int, default=None,
+                        help="with --refiner: scales the --var model samples first (e.g. 8 of "
+                             "10); fewer is faster and further from the --var model's samples")
+    parser.add_argument("--prune-ratio", type=float, default=0.0,
+                        help="token pruning: at the last --prune-scales scales only the "
+                             "(1 - ratio) tokens farthest from the scale's mean run through "
+                             "the blocks, the rest copy the upsampled previous scale; trades "
+                             "detail for speed (0: off)")
+    parser.add_argument("--prune-scales", type=int, default=2,
+                        help="how many of the largest scales --prune-ratio prunes; more is "
+                             "faster and loses more detail")
+
+
+def fast_sampling_kwargs(args: argparse.Namespace, var_cfg) -> dict:
+    """`sampling.sample` keyword arguments of the fast-sampling flags (the refiner loaded)."""
+    from var_jax.convert import load_weights
+    from var_jax.fast_sampling import check_fast_options
+    from var_jax.sampling import replicate
+
+    if args.draft_scales is not None and args.refiner is None:
+        raise ValueError("--draft-scales needs --refiner PATH (the model for the later scales).")
+    if args.refiner is not None and args.draft_scales is None:
+        raise ValueError("--refiner needs --draft-scales N: how many scales --var samples first.")
+    prune_scales = args.prune_scales if args.prune_ratio > 0 else 0
+    kwargs = dict(prune_ratio=args.prune_ratio, prune_scales=prune_scales)
+    if args.refiner is None:
+        check_fast_options(var_cfg, None, None, args.prune_ratio, prune_scales)
+        return kwargs
+    refiner_cfg, refiner_params = load_weights(args.refiner, "var", var_cfg.patch_nums,
+                                               flag="--refiner")
+    check_fast_options(var_cfg, refiner_cfg, args.draft_scales, args.prune_ratio, prune_scales)
+    return dict(kwargs, refiner=(replicate(refiner_params), refiner_cfg),
+                draft_scales=args.draft_scales)
+
+
 def enable_compile_cache(path: str) -> None:
     """Turn on JAX's persistent compilation cache in `path` (no-op for '')."""
     import jax

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from var_jax.commands.options import (add_model_arguments, check_positive, enable_compile_cache,
+from var_jax.commands.options import (add_fast_sampling_arguments, add_model_arguments,
+                                      check_positive, enable_compile_cache, fast_sampling_kwargs,
                                       load_models, say)
 
 __all__ = ["HELP", "add_arguments", "check_classes", "check_sampling", "load_models",
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="samples.png", help="PNG grid to write")
     parser.add_argument("--nrow", type=int, default=8, help="images per grid row")
     add_model_arguments(parser)
+    add_fast_sampling_arguments(parser)
 
 
 def parse_classes(text: str, flag: str) -> list[int]:
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
     check_classes(classes, "--classes", var_cfg.num_classes)
+    fast = fast_sampling_kwargs(args, var_cfg)
     labels = np.repeat(np.asarray(classes, np.int32), args.per_class)
     keys = jax.random.split(jax.random.key(args.seed), labels.size)   # independent of the batch
     bs = min(args.batch_size, labels.size)
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         imgs = sample(var_params, vae_params, var_cfg, vae_cfg, lab, rng=keys[idx], cfg=args.cfg,
                       top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth,
-                      progress=True)
+                      progress=True, **fast)
         chunks.append(np.asarray(imgs)[:n])
         say(f"  {n} images in {time.perf_counter() - t:.1f} s")
     save_grid(np.concatenate(chunks), args.out, args.nrow)

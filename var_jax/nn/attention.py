@@ -67,7 +67,8 @@ class SelfAttention(nn.Module):
 
     Teacher forcing: pass `mask_11LL` (the block-causal mask) and no cache.
     Sampling: pass `kv_cache` and the static token range [begin, begin + l) of the current
-    scale; its keys/values are written there and the queries attend to cache[:, :begin + l].
+    scale; its keys/values are written there and the queries attend to cache[:, :begin + l]
+    (with a mask too: a teacher-forcing prefill of the cache from begin 0).
     `attention`: the implementation (var_jax/nn/block_attention.py), "auto" for the backend's.
     """
 
@@ -114,7 +115,12 @@ class SelfAttention(nn.Module):
                                  f"tokens [{cache_begin}, {end}).")
             kv_cache = kv_cache.write(cache_begin, k, v)
             k, v = (a.astype(self.dtype) for a in kv_cache.read(end))
-            mask_11LL = None   # all cached tokens belong to this or coarser scales
+            # Without a mask all cached tokens belong to this or coarser scales; a mask is
+            # only for a prefill from cache_begin 0 (queries and keys the same tokens).
+            if mask_11LL is not None and (cache_begin, mask_11LL.shape[-1]) != (0, L):
+                raise ValueError(f"a mask with a KV cache needs cache_begin 0 and a (L, L) mask "
+                                 f"over the {L} tokens; got cache_begin {cache_begin}, mask "
+                                 f"{mask_11LL.shape}.")
 
         out_BLHc = block_causal_attention(q, k, v, scale=scale, mask_11LL=mask_11LL,
                                           implementation=self.attention)
