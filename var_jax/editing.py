@@ -72,13 +72,14 @@ def _compiled_editor(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts: SamplerOpti
 
 def edit(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, images, mask, labels,
          rng, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, more_smooth: bool = False,
-         keep_first: bool = True, return_indices: bool = False):
+         keep_first: bool = True, return_indices: bool = False, progress: bool = False):
     """Regenerate the masked part of `images` as class `labels`; returns imgs [, idx] as `sample`.
 
     images: (B, H, W, 3) float in [0, 1]. mask: bool (B, h, w) or (h, w), True = regenerate
     (any resolution, e.g. pixels or the finest token grid), or a list of per-scale (B, pn*pn)
     bool "sample here" masks. At every scale the image's own tokens are used outside the mask
-    (so the KV cache and f_hat see them) and only masked tokens are sampled.
+    (so the KV cache and f_hat see them) and only masked tokens are sampled. progress: print a
+    line per scale.
     """
     var_cfg.check_compatible(vae_cfg)
     labels_B = var_cfg.check_labels(labels)
@@ -104,7 +105,7 @@ def edit(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, image
         masks = [np.broadcast_to(m, (B, m.shape[1])) for m in masks]
     check_options(cfg, top_k, top_p, var_cfg.vocab_size)
     keys_B = per_image_keys(rng, B)
-    opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth))
+    opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth), bool(progress))
     fn, mesh = _compiled_editor(var_cfg, vae_cfg, opts)
     var_params, vae_params = replicate((var_params, vae_params))
     padded = pad_to_devices(mesh.size, jnp.asarray(imgs), jnp.asarray(labels_B), keys_B,

@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         imgs = edit(var_params, vae_params, var_cfg, vae_cfg, np.repeat(img[None], bs, 0), mask,
                     np.full((bs,), label), rng=keys[idx], cfg=args.cfg, top_k=args.top_k,
-                    top_p=args.top_p, more_smooth=args.more_smooth, keep_first=args.keep_first)
+                    top_p=args.top_p, more_smooth=args.more_smooth, keep_first=args.keep_first,
+                    progress=True)
         outs.append(np.asarray(imgs)[:n])
         say(f"  {n} edits in {time.perf_counter() - t:.1f} s")
     shown = np.where(mask[..., None], 0.5, img)
