@@ -84,15 +84,6 @@ def test_mfu_uses_the_peak_of_the_device_kind():
     assert metrics_lib.mfu(1e9, 10.0, jax.devices()[:1]) is None or jax.default_backend() != "cpu"
 
 
-def test_sample_grid_png(tmp_path):
-    from PIL import Image
-    imgs = np.random.default_rng(0).uniform(size=(5, 8, 6, 3))
-    path = metrics_lib.write_grid_png(imgs, tmp_path / "s" / "grid.png")
-    arr = np.asarray(Image.open(path))
-    assert arr.shape == (16, 18, 3)                      # 3 columns x 2 rows
-    np.testing.assert_allclose(arr[:8, :6] / 255, imgs[0], atol=1 / 255)
-
-
 def test_experiment_overrides(tmp_path):
     path = tmp_path / "exp.py"
     path.write_text("from train_helpers import ToyConfig\nfrom var_jax.train.loop import "

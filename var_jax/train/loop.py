@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ import optax
 from etils import epath
 
 from var_jax import checkpoint as ckpt_lib
-from var_jax import sharding
+from var_jax import image_io, sharding
 from var_jax.train import metrics as metrics_lib
 from var_jax.train.input import default_streams
 from var_jax.train.state import TrainState
@@ -290,8 +291,9 @@ def _train(config, workdir: epath.Path, task: Task, streams: Streams, allow_tamp
         def write_samples(state, step: int) -> None:
             images = task.sample(state, jax.random.fold_in(sample_key, step))
             if images is not None and is_main:
-                metrics_lib.write_grid_png(jax.device_get(images),
-                                           workdir / "samples" / f"step_{step:08d}.png")
+                images = jax.device_get(images)
+                image_io.save_grid(workdir / "samples" / f"step_{step:08d}.png", images,
+                                   cols=math.ceil(math.sqrt(len(images))))
 
         # --------------------------------------------------------------------------------- loop
         writer = metrics_lib.MetricsWriter(workdir, resume_step=start,
