@@ -108,3 +108,46 @@ def test_pretokenize_bad_encoder_output_leaves_nothing_behind(digits_dir, tmp_pa
 def test_token_stream_of_a_non_token_dir_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="not a pretokenized dataset"):
         make_token_stream(str(tmp_path), 4, 0, True, 0, 1)
+
+
+def _views_dir(image_folder, tmp_path, seed, name):
+    stream = make_image_stream(f"folder:{image_folder}", "train", 16, 5, seed, False,
+                               data_dir=str(tmp_path / "tfds"), process_index=0,
+                               process_count=1, views=3)
+    assert stream.batches_per_epoch == 9   # 3 passes of 12 records padded to 15
+    out = str(tmp_path / name)
+    meta = pretokenize(stream, fake_encode, out)
+    assert meta["views"] == 3 and meta["num_skipped"] == 6   # 2 unreadable files, per view
+    return out
+
+
+def test_augmented_views_are_seeded_and_training_draws_one_per_epoch(image_folder, tmp_path):
+    a = _views_dir(image_folder, tmp_path, 1, "a")
+    idx = np.load(os.path.join(a, "idx.npy"))
+    assert idx.shape == (12, 3, 21)
+    np.testing.assert_array_equal(idx, np.load(os.path.join(_views_dir(
+        image_folder, tmp_path, 1, "again"), "idx.npy")))
+    assert not np.array_equal(idx, np.load(os.path.join(_views_dir(
+        image_folder, tmp_path, 2, "b"), "idx.npy")))
+    assert (idx[:, 0] != idx[:, 1]).any(axis=1).sum() >= 6   # random crops differ per view
+    labels = np.load(os.path.join(a, "label.npy"))
+
+    stream = make_token_stream(a, 12, 5, True, 0, 1)   # one batch per epoch: every record
+    drawn = {r: set() for r in range(12)}
+    for _ in range(8):
+        batch = next(stream)
+        for row, label in zip(batch["idx"], batch["label"]):
+            hits = [(r, v) for r in range(12) for v in range(3)
+                    if np.array_equal(idx[r, v], row) and labels[r] == label]
+            assert hits, "a training row is not one of the stored views"
+            for r, v in hits:
+                drawn[r].add(v)
+    assert sum(len(v) > 1 for v in drawn.values()) >= 6   # views change from epoch to epoch
+    evals = np.concatenate([b["idx"][b["mask"]] for b in make_token_stream(a, 5, 0, False, 0, 1)])
+    np.testing.assert_array_equal(evals, idx[:, 0])
+
+
+def test_views_need_an_eval_stream(digits_dir):
+    with pytest.raises(ValueError, match="views=2 needs train=False"):
+        make_image_stream("digits", "clf_test", 16, 4, 0, True, data_dir=digits_dir,
+                          process_index=0, process_count=1, views=2)

@@ -65,7 +65,8 @@ def main(workdir: str, data_dir: str, resume_at: int, total: int) -> None:
     streams = lambda cfg, split: Recorded(default_streams(cfg, split), log)  # noqa: E731
     for steps in sorted({resume_at, total}):
         cfg = config(data_dir, steps)
-        state = train_and_evaluate(cfg, workdir, VARTask(cfg), streams=streams)
+        state = train_and_evaluate(cfg, workdir, VARTask(cfg), streams=streams,
+                                   allow_config_change=True)   # total_steps grows on resume
     pid = jax.process_index()
     np.savez(os.path.join(workdir, f"batches_{pid}.npz"),
              labels=np.stack([l for l, _ in log]), sums=np.stack([s for _, s in log]))

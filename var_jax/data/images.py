@@ -59,7 +59,7 @@ class LoadImage:
 def make_image_stream(source: str, split: str, image_size: int, batch_size: int, seed: int,
                       train: bool, data_dir: str | None = None, manual_dir: str | None = None,
                       process_index: int | None = None, process_count: int | None = None, *,
-                      num_workers: int = 0, prefetch: int = 2) -> BatchStream:
+                      num_workers: int = 0, prefetch: int = 2, views: int = 1) -> BatchStream:
     """A deterministic, resumable stream of host-local batches of images.
 
     Yields {"image": float32 (batch_size, image_size, image_size, 3) in [-1, 1],
@@ -77,20 +77,26 @@ def make_image_stream(source: str, split: str, image_size: int, batch_size: int,
     process_index / process_count: this host's share; default jax.process_index()/count().
     num_workers: Grain worker processes decoding batches (0: in this process);
       prefetch: batches prepared ahead.
+    views: eval only; > 1 makes that many passes with random crops keyed by (seed, pass,
+      record): the augmented views `pretokenize` stores.
     State: stream.get_state() / set_state(); see BatchStream.
     """
+    if views != 1 and train:
+        raise ValueError(f"views={views} needs train=False (an ordered pass per view); training "
+                         "streams draw new crops every epoch anyway.")
     if process_index is None or process_count is None:
         import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     records = open_records(source, split, image_size, data_dir=data_dir, manual_dir=manual_dir,
                            allow_prepare=process_count == 1)
-    layout = Layout(records.num_records, batch_size, seed, train, process_index, process_count)
+    layout = Layout(records.num_records, batch_size, seed, train, process_index, process_count,
+                    passes=views)
     load = LoadImage(records, train)
     positions = layout.positions()
-    examples = (positions.random_map(load, seed=derived_seed(seed, "augment")) if train
-                else positions.map(load))
-    info = {"source": source, "split": split, "image_size": int(image_size),
+    examples = (positions.random_map(load, seed=derived_seed(seed, "augment"))
+                if train or views > 1 else positions.map(load))
+    info = {"source": source, "split": split, "image_size": int(image_size), "views": views,
             "num_classes": len(records.class_names), "class_names": records.class_names}
     return BatchStream(layout, examples, num_workers=num_workers, prefetch=prefetch,
                        name=records.name, info=info)

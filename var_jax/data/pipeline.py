@@ -29,8 +29,8 @@ class Layout:
 
     train: epoch e holds the first batches_per_epoch * G records of a permutation keyed by
       (seed, e); epochs never end (the last incomplete global batch is dropped).
-    eval: records 0..num_records-1 in order, one pass, padded to whole global batches; a
-      position >= num_records is padding.
+    eval: records 0..num_records-1 in order, padded to whole global batches (a padding slot
+      holds index >= num_records), `passes` times over (one pass unless pre-tokenizing views).
     """
     num_records: int
     batch_size: int  # per host
@@ -38,10 +38,11 @@ class Layout:
     train: bool
     process_index: int = 0
     process_count: int = 1
+    passes: int = 1
 
     def __post_init__(self):
         for name, low in (("num_records", 1), ("batch_size", 1), ("seed", 0),
-                          ("process_count", 1), ("process_index", 0)):
+                          ("process_count", 1), ("process_index", 0), ("passes", 1)):
             _check_int(name, getattr(self, name), low)
         if self.process_index >= self.process_count:
             raise ValueError(f"process_index={self.process_index} must be < "
@@ -60,12 +61,13 @@ class Layout:
     def batches_per_epoch(self) -> int:
         if self.train:
             return self.num_records // self.global_batch
-        return -(-self.num_records // self.global_batch)
+        return -(-self.num_records // self.global_batch) * self.passes
 
     def positions(self) -> grain.MapDataset:
         """The record index at every global position (endless for train)."""
         if not self.train:
-            return grain.MapDataset.range(self.batches_per_epoch * self.global_batch)
+            padded = self.batches_per_epoch // self.passes * self.global_batch
+            return grain.MapDataset.range(padded).repeat(self.passes, reseed_each_epoch=False)
         order = grain.MapDataset.range(self.num_records).shuffle(
             seed=derived_seed(self.seed, "order"))   # reshuffled by repeat() every epoch
         return order[:self.batches_per_epoch * self.global_batch].repeat()

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from var_jax import atomic
-from var_jax.data.pipeline import BatchStream, Layout
+from var_jax.data.pipeline import BatchStream, Layout, derived_seed
 
 FORMAT = "var_jax.tokens/1"
 
@@ -29,20 +29,21 @@ def _codes_BL(codes, batch: int) -> np.ndarray:
 def pretokenize(stream: BatchStream, encode_fn: Callable, out_path: str, *,
                 index_dtype: str = "uint16", overwrite: bool = False,
                 progress: bool = False) -> dict:
-    """Encodes every image of a fresh eval stream once; writes a directory `out_path`.
+    """Encodes every image of a fresh eval stream once per view; writes a directory `out_path`.
 
-    stream: make_image_stream(..., train=False, process_index=0, process_count=1), unread.
-      Images are encoded as eval preprocessing gives them (centre crops).
+    stream: make_image_stream(..., train=False, process_index=0, process_count=1, views=K),
+      unread. K = 1: the eval preprocessing (centre crops); K > 1: K random crops per image,
+      keyed by (the stream's seed, view, record); training then reads one view per epoch.
     encode_fn(images float32 (B, H, W, 3) in [-1, 1]) -> (B, L) int indices, or the list of
       per-scale (B, pn*pn) arrays of VQVAE.encode_indices (concatenated in scale order).
     index_dtype: on-disk dtype ("uint16" fits vocabularies up to 65536; "int32" otherwise).
-    Writes idx.npy (N, L) index_dtype, label.npy (N,) int32 and meta.json, into a temporary
-    directory renamed to `out_path` at the end, so an interrupted run leaves no partial dataset.
-    Returns the metadata.
+    Writes idx.npy (N, L), or (N, K, L) for K > 1, of index_dtype, label.npy (N,) int32 and
+    meta.json, into a temporary directory renamed to `out_path` at the end, so an interrupted
+    run leaves no partial dataset. Returns the metadata.
     """
     if stream.train:
         raise ValueError("pretokenize needs an eval stream (train=False): one pass over the "
-                         "split with centre crops.")
+                         "split per view.")
     if stream.layout.process_count != 1 or stream.get_state()["position"] != 0:
         raise ValueError("pretokenize needs a fresh, single-process stream (process_index=0, "
                          "process_count=1, nothing read yet), so every record is encoded.")
@@ -65,8 +66,8 @@ def pretokenize(stream: BatchStream, encode_fn: Callable, out_path: str, *,
 def _write_tokens(stream: BatchStream, encode_fn: Callable, out_dir: str,
                   index_dtype: str, progress: bool) -> dict:
     limit = np.iinfo(np.dtype(index_dtype)).max
-    n = stream.num_records
-    idx_NL, label_N, row = None, np.zeros((n,), np.int32), 0
+    n, views = stream.num_records, stream.layout.passes
+    idx_NKL, label_N, done = None, np.zeros((n,), np.int32), 0
     batches = stream
     if progress:
         from tqdm import tqdm
@@ -77,21 +78,24 @@ def _write_tokens(stream: BatchStream, encode_fn: Callable, out_dir: str,
         if codes.size and (codes.min() < 0 or codes.max() > limit):
             raise ValueError(f"indices span [{codes.min()}, {codes.max()}], outside "
                              f"{index_dtype}; pass index_dtype='int32'.")
-        if idx_NL is None:
-            idx_NL = np.lib.format.open_memmap(os.path.join(out_dir, "idx.npy"), mode="w+",
-                                               dtype=index_dtype, shape=(n, codes.shape[1]))
-        idx_NL[row:row + len(codes)] = codes
-        label_N[row:row + len(codes)] = batch["label"][mask]
-        row += len(codes)
-    idx_NL.flush()
+        if idx_NKL is None:
+            shape = (n, codes.shape[1]) if views == 1 else (n, views, codes.shape[1])
+            idx_NKL = np.lib.format.open_memmap(os.path.join(out_dir, "idx.npy"), mode="w+",
+                                                dtype=index_dtype, shape=shape)
+        view, row = np.divmod(np.arange(done, done + len(codes)), n)   # passes are view-major
+        idx_NKL[(row,) if views == 1 else (row, view)] = codes
+        label_N[row] = batch["label"][mask]
+        done += len(codes)
+    idx_NKL.flush()
     buf = io.BytesIO()
     np.save(buf, label_N)
     atomic.write_bytes(os.path.join(out_dir, "label.npy"), buf.getvalue())
-    meta = {"format": FORMAT, "num_records": n, "seq_len": int(idx_NL.shape[1]),
+    meta = {"format": FORMAT, "num_records": n, "seq_len": int(idx_NKL.shape[-1]),
             "index_dtype": index_dtype, "num_skipped": stream.num_skipped,
+            "seed": stream.layout.seed,
             **{k: v for k, v in stream.info.items() if k != "class_names"}}
     atomic.write_json(os.path.join(out_dir, "meta.json"), meta)
-    del idx_NL
+    del idx_NKL
     return meta
 
 
@@ -109,8 +113,9 @@ def read_token_meta(path: str) -> dict:
 
 
 class TokenRows:
-    """Grain transform: position -> {"idx": int32 (L,), "label": int32}, read from the
-    memory-mapped idx.npy / label.npy (opened once per process); eval adds "mask"."""
+    """Grain transform: position (+ rng picking one of K views) -> {"idx": int32 (L,),
+    "label": int32}, from the memory-mapped idx.npy / label.npy (opened once per process);
+    eval reads view 0 and adds "mask"."""
 
     def __init__(self, path: str, num_records: int, train: bool):
         self.path, self.num_records, self.train = path, num_records, train
@@ -119,16 +124,18 @@ class TokenRows:
     def __getstate__(self):   # workers open their own memory maps
         return {**self.__dict__, "_arrays": None}
 
-    def __call__(self, index) -> dict:
+    def __call__(self, index, rng=None) -> dict:
         if self._arrays is None:
             self._arrays = tuple(np.load(os.path.join(self.path, f), mmap_mode="r",
                                          allow_pickle=False) for f in ("idx.npy", "label.npy"))
-        idx_NL, label_N = self._arrays
+        idx, label_N = self._arrays
         index = int(index)
         real = index < self.num_records
-        row = min(index, self.num_records - 1)
-        example = {"idx": idx_NL[row].astype(np.int32) * real,
-                   "label": np.int32(label_N[row] * real)}
+        row = idx[min(index, self.num_records - 1)]
+        if row.ndim == 2:   # (K, L): one view per epoch (rng keyed by position)
+            row = row[int(rng.integers(len(row))) if rng is not None else 0]
+        example = {"idx": row.astype(np.int32) * real,
+                   "label": np.int32(label_N[min(index, self.num_records - 1)] * real)}
         return example if self.train else {**example, "mask": np.bool_(real)}
 
 
@@ -138,6 +145,8 @@ def make_token_stream(path: str, batch_size: int, seed: int, train: bool,
     """Batches {"idx": int32 (b, L), "label": int32 (b,)} of a pretokenized directory.
 
     Same order, host split, eval "mask" and get_state()/set_state() as make_image_stream.
+    With K views, training reads a view drawn from (seed, global position): each epoch a
+    fresh choice per image; eval reads view 0.
     """
     meta = read_token_meta(path)
     if process_index is None or process_count is None:
@@ -145,6 +154,8 @@ def make_token_stream(path: str, batch_size: int, seed: int, train: bool,
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     layout = Layout(meta["num_records"], batch_size, seed, train, process_index, process_count)
-    examples = layout.positions().map(TokenRows(path, meta["num_records"], train))
+    rows, positions = TokenRows(path, meta["num_records"], train), layout.positions()
+    examples = (positions.random_map(rows, seed=derived_seed(seed, "view"))
+                if train and meta.get("views", 1) > 1 else positions.map(rows))
     return BatchStream(layout, examples, num_workers=num_workers, prefetch=prefetch,
                        name=f"tokens:{path}", info=meta)

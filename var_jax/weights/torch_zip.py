@@ -26,7 +26,7 @@ __all__ = ["CheckpointFormatError", "CorruptCheckpointError", "UnsafeCheckpointE
            "load_torch_state_dict"]
 
 MAX_PICKLE_BYTES = 32 << 20   # a state dict's pickle is ~100 bytes per tensor
-_SMALL_ENTRY_BYTES = 64        # byteorder, version
+_SMALL_ENTRY_BYTES = 64        # the byteorder entry: "little" or "big"
 _OUTPUT_SLACK_BYTES = 1 << 20  # tensors may repeat storage (views, expand) up to 2x file + this
 
 

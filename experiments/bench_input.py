@@ -1,0 +1,137 @@
+"""Input throughput: the Grain training stream at 256 px with 0, 1, 2... workers, beside a plain loop.
+
+  python experiments/bench_input.py [--images 512] [--batch 32] [--workers 0,1,2] [--dir DIR]
+
+Writes a class folder of synthetic JPEGs at ImageNet-like size (500x375, about 100 KB each: a
+smooth colour field with noise, quality 90) into DIR (a temporary dir by default), prepares it
+as a TFDS dataset, then prints images/s of `make_image_stream(..., train=True)` (decode, Lanczos
+resize to 288, random 256 crop, batching) for each worker count, and of a single-core loop that
+reads the same files and runs the same `preprocess` on them with PIL. The first batch of every
+stream (worker start-up) is not timed. Then tokens/s of the pre-tokenized training stream
+(`make_token_stream`, d16 at 256 px: 680 tokens per image, 4 views, batch 256). The last line is
+a JSON summary.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import psutil   # installed with grain (through portpicker)
+from PIL import Image
+
+from var_jax.data import make_image_stream, make_token_stream, prepare
+from var_jax.data.augment import preprocess
+from var_jax.data.tokens import FORMAT
+
+SIZE = (500, 375)   # width, height: the typical ImageNet photo
+
+
+def write_jpegs(root: str, count: int, seed: int = 0) -> list[str]:
+    """`count` JPEGs in two class folders under `root`; returns their paths."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    yy, xx = np.mgrid[0:SIZE[1], 0:SIZE[0]] / max(SIZE)
+    for i in range(count):
+        folder = os.path.join(root, f"class_{i % 2}")
+        os.makedirs(folder, exist_ok=True)
+        a, b, c = rng.uniform(0, 2 * np.pi, 3)
+        field = np.stack([np.sin(6 * xx + a), np.cos(5 * yy + b), np.sin(4 * (xx + yy) + c)], -1)
+        pixels = 127.5 + 90 * field + rng.normal(0, 12, field.shape)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+        paths.append(os.path.join(folder, f"img_{i:05d}.jpg"))
+        with open(paths[-1], "wb") as f:
+            f.write(buf.getvalue())
+    return paths
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its live children (the Grain workers)."""
+    me = psutil.Process()
+    return sum(sum(p.cpu_times()[:2]) for p in [me, *me.children(recursive=True)])
+
+
+def plain_loop(paths: list[str], image_size: int, seed: int = 0) -> tuple[float, float]:
+    """(images/s, images per CPU-second) of read + PIL decode + augment, one core."""
+    rng = np.random.default_rng(seed)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    for path in paths:
+        with open(path, "rb") as f:
+            preprocess(f.read(), image_size, rng)
+    return (len(paths) / (time.perf_counter() - start), len(paths) / (cpu_seconds() - cpu))
+
+
+def stream_rate(root: str, data_dir: str, image_size: int, batch: int, batches: int,
+                workers: int) -> tuple[float, float]:
+    """(images/s, images per CPU-second) of the training stream after its first batch."""
+    with make_image_stream(f"folder:{root}", "train", image_size, batch, 0, True,
+                           data_dir=data_dir, process_index=0, process_count=1,
+                           num_workers=workers, prefetch=2) as stream:
+        next(stream)
+        start, cpu = time.perf_counter(), cpu_seconds()
+        for _ in itertools.islice(stream, batches):
+            pass
+        n = batches * batch
+        return n / (time.perf_counter() - start), n / (cpu_seconds() - cpu)
+
+
+def token_rate(path: str, records: int, views: int, seq_len: int, batch: int,
+               batches: int) -> float:
+    """Tokens/s of the pre-tokenized training stream over a synthetic token dir."""
+    rng = np.random.default_rng(0)
+    os.makedirs(path, exist_ok=True)
+    np.save(os.path.join(path, "idx.npy"),
+            rng.integers(0, 4096, (records, views, seq_len), dtype=np.uint16))
+    np.save(os.path.join(path, "label.npy"), rng.integers(0, 1000, records, dtype=np.int32))
+    with open(os.path.join(path, "meta.json"), "w") as f:
+        json.dump({"format": FORMAT, "num_records": records, "seq_len": seq_len, "views": views,
+                   "index_dtype": "uint16"}, f)
+    stream = make_token_stream(path, batch, 0, True, 0, 1, prefetch=2)
+    next(stream)
+    start = time.perf_counter()
+    for _ in itertools.islice(stream, batches):
+        pass
+    return batches * batch * seq_len / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per stream")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--workers", default="0,1,2")
+    parser.add_argument("--dir", default=None, help="where the JPEGs and TFDS data go")
+    args = parser.parse_args()
+    base = args.dir or tempfile.mkdtemp(prefix="bench_input_")
+    root = os.path.join(base, "jpegs")
+    paths = write_jpegs(root, args.images)
+    kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
+    prepare(f"folder:{root}", data_dir=os.path.join(base, "tfds"))
+    rate, per_cpu = plain_loop(paths, args.image_size)
+    results = {"plain_loop": rate, "plain_loop_per_cpu_s": per_cpu}
+    print(f"{args.images} JPEGs {SIZE[0]}x{SIZE[1]}, {kb:.0f} KB each; {args.image_size} px, "
+          f"batch {args.batch}; {os.cpu_count()} CPUs")
+    print(f"plain PIL loop (1 core): {rate:7.1f} images/s, {per_cpu:6.1f} images/CPU-s")
+    for w in (int(x) for x in args.workers.split(",")):
+        rate, per_cpu = stream_rate(root, os.path.join(base, "tfds"), args.image_size,
+                                    args.batch, args.batches, w)
+        results.update({f"workers_{w}": rate, f"workers_{w}_per_cpu_s": per_cpu})
+        print(f"grain stream, {w} workers: {rate:7.1f} images/s "
+              f"({rate / results['plain_loop']:.2f}x the plain loop), "
+              f"{per_cpu:6.1f} images/CPU-s")
+    results["tokens_per_s"] = token_rate(os.path.join(base, "tokens"), 8192, 4, 680, 256, 30)
+    print(f"pre-tokenized stream: {results['tokens_per_s'] / 1e6:.2f} M tokens/s "
+          f"({results['tokens_per_s'] / 680:.0f} images/s of d16 at 256 px)")
+    print(json.dumps({"load_avg": os.getloadavg(), **{k: round(v, 1) for k, v in
+                                                       results.items()}}))
+
+
+if __name__ == "__main__":
+    main()
