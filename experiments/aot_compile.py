@@ -12,10 +12,12 @@ Needs the `libtpu` wheel matching jax (`pip install libtpu==0.0.42.1` for jax 0.
 batch is pre-tokenized (`{"idx", "label"}`, as with `data.tokens=DIR`), so the step holds the
 transformer and the tokenizer's quantizer but not its encoder. Without --remat, the policies
 none, dots, full are tried in that order and the first that fits ends the search (every
-attempt prints its row). The roofline estimate is max(flops / peak, bytes / bandwidth) per
-chip from XLA's cost analysis plus the splash-attention kernels' FLOPs (`kernel_flops`, counted
-from the block mask: XLA does not see inside them); est_mfu is the model FLOPs
-(`var_train_flops`, dense attention as the reference computes it) over that time.
+attempt prints its row). `flops` and `bytes_accessed` are XLA's cost analysis, which counts
+the scanned block stack's body once and cannot see inside the splash kernels; so the roofline
+max(est_flops / peak, bytes_accessed / bandwidth) per chip uses `est_flops`, counted from the
+model (`est_train_flops`, with the kernels' block-sparse work `kernel_flops`). est_mfu is the
+model FLOPs (`var_train_flops`, dense attention as the reference counts it) over that time: an
+upper bound.
 """
 from __future__ import annotations
 
@@ -125,17 +127,15 @@ def cost_row(compiled) -> dict:
             "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
 
 
-_OOM = re.compile(r"([\d.]+)([KMGT])? of ([\d.]+)([KMGT])? hbm|temporaries ([\d.]+)([KMGT])",
-                  re.IGNORECASE)
+_OOM = re.compile(r"temporaries \(?([\d.]+)([KMGT])", re.IGNORECASE)
 
 
-def _oom_bytes(message: str) -> int | None:
-    """Bytes the compiler said it needed, from its out-of-memory message (None if absent)."""
-    for m in _OOM.finditer(message):
-        value, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(5), m.group(6))
-        return int(float(value) * {None: 1, "K": 2**10, "M": 2**20, "G": 2**30,
-                                   "T": 2**40}[unit and unit.upper()])
-    return None
+def _oom_temp_bytes(message: str) -> int | None:
+    """The temporaries the compiler said it needed, from its out-of-memory message."""
+    m = _OOM.search(message)
+    if m is None:
+        return None
+    return int(float(m.group(1)) * {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2)])
 
 
 def splash_train_flops(cfg: VARConfig, batch_per_device: int, heads_per_device: int,
@@ -153,6 +153,25 @@ def splash_train_flops(cfg: VARConfig, batch_per_device: int, heads_per_device: 
     matmuls = 2 * (2 if remat != "none" else 1) + 3 + 4
     return (cfg.depth * batch_per_device * heads_per_device * pairs * matmuls
             * 2 * bk * bk * cfg.head_dim)
+
+
+def est_train_flops(cfg: VARConfig, global_batch: int, devices: int, kernel_flops: float,
+                    remat: str) -> float:
+    """FLOPs per device of one train step, counted from the model: XLA's cost analysis counts a
+    scanned loop's body once, not once per block. `var_train_flops` (dense attention) with the
+    splash kernels' block-sparse work in place of the dense attention when they run, plus the
+    forward a remat policy recomputes ("full": the blocks' matmuls; both: attention)."""
+    C, L, depth = cfg.embed_dim, cfg.seq_len, cfg.depth
+    dense_attention = depth * 2 * (2 * L * L * C)              # one image, forward
+    block_matmuls = 2 * L * depth * (4 * C * C + 2 * C * cfg.mlp_dim)
+    per_image = var_train_flops(cfg)
+    if kernel_flops:
+        per_image -= 3 * dense_attention                      # the kernels do it (recompute incl.)
+    elif remat != "none":
+        per_image += dense_attention
+    if remat == "full":
+        per_image += block_matmuls
+    return per_image * global_batch / devices + kernel_flops
 
 
 def compile_train(train_cfg, devices, mesh_cfg, batch: int, chip: Chip) -> dict:
@@ -181,7 +200,7 @@ def compile_train(train_cfg, devices, mesh_cfg, batch: int, chip: Chip) -> dict:
             if "hbm" not in text.lower() and "RESOURCE_EXHAUSTED" not in text:
                 raise
             row.update(compile_s=round(time.perf_counter() - t0, 1), fits=False,
-                       bytes_per_device=_oom_bytes(text), error=text.splitlines()[0][:300])
+                       temp_bytes=_oom_temp_bytes(text), error=text.splitlines()[0][:300])
             return row
     row["compile_s"] = round(time.perf_counter() - t0, 1)
     row.update(memory_row(compiled))
@@ -192,8 +211,9 @@ def compile_train(train_cfg, devices, mesh_cfg, batch: int, chip: Chip) -> dict:
     row["kernel_flops"] = (splash_train_flops(var_cfg, batch // shards, heads,
                                               var_cfg.remat)
                            if "tpu_custom_call" in lowered.as_text() else 0.0)
-    step_s = max((row["flops"] + row["kernel_flops"]) / chip.peak_flops,
-                 row["bytes_accessed"] / chip.hbm_bandwidth)
+    row["est_flops"] = est_train_flops(var_cfg, batch, len(devices), row["kernel_flops"],
+                                       var_cfg.remat)
+    step_s = max(row["est_flops"] / chip.peak_flops, row["bytes_accessed"] / chip.hbm_bandwidth)
     model_flops = var_train_flops(train_cfg.var) * batch
     row["est_step_s"] = step_s
     row["est_mfu"] = model_flops / (len(devices) * chip.peak_flops * step_s) if step_s else None

@@ -6,9 +6,11 @@ Recipe (reference README: --depth=16 --bs=768 --ep=200 --fp16=1 --alng=1e-3 --wp
   0.05 (constant), grad clip 2, class dropout 0.1, drop-path 0.06667, bf16 compute.
 Model FLOPs: 0.93 TF per training image, 2.38e+20 for the run: about 6 H100-days or
   13 TPU v5p chip-days at 45% MFU (estimates, not measured).
-Uncertain: the reference run used --alng=0.001 (AdaLN gamma rows of the init x0.001); var_jax's
-  init uses the reference's default 1e-5 for every depth.
+AdaLN gamma init: the reference run's --alng=0.001 (VARConfig.adaln_gamma_init, set by the
+  preset).
 
+remat="dots": compiled ahead of time for v5e:8x8 at batch 768 it needs 4.1 of 16 GiB per chip
+  (16.6 GiB without remat; experiments/aot_compile.py, README "Ahead-of-time memory proof").
 First convert the tokenizer: var-jax convert vae_ch160v4096z32.pth weights/vae_ch160v4096z32
 Optionally pre-tokenize ImageNet (var_jax.data.pretokenize) and add --set data.tokens=DIR.
 
@@ -29,6 +31,6 @@ from var_jax.train.recipes import imagenet_recipe
 
 def get_config():
     return imagenet_recipe(
-        VARConfig.d16(dtype="bfloat16"), VQVAEConfig.res256(),
+        VARConfig.d16(dtype="bfloat16", remat="dots"), VQVAEConfig.res256(),
         global_batch=768, epochs=200, base_lr=0.0001, wpe=0.1,
         tokenizer="weights/vae_ch160v4096z32")

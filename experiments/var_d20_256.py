@@ -6,8 +6,8 @@ Recipe (reference README: --depth=20 --bs=768 --ep=250 --fp16=1 --alng=1e-3 --wp
   0.05 (constant), grad clip 2, class dropout 0.1, drop-path 0.08333, bf16 compute.
 Model FLOPs: 1.77 TF per training image, 5.67e+20 for the run: about 15 H100-days or
   32 TPU v5p chip-days at 45% MFU (estimates, not measured).
-Uncertain: the reference run used --alng=0.001 (AdaLN gamma rows of the init x0.001); var_jax's
-  init uses the reference's default 1e-5 for every depth.
+AdaLN gamma init: the reference run's --alng=0.001 (VARConfig.adaln_gamma_init, set by the
+  preset).
 
 First convert the tokenizer: var-jax convert vae_ch160v4096z32.pth weights/vae_ch160v4096z32
 Optionally pre-tokenize ImageNet (var_jax.data.pretokenize) and add --set data.tokens=DIR.

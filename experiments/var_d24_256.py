@@ -6,8 +6,8 @@ Recipe (reference README: --depth=24 --bs=768 --ep=350 --tblr=8e-5 --fp16=1 --al
   0.05 (constant), grad clip 2, class dropout 0.1, drop-path 0.1, bf16 compute.
 Model FLOPs: 3.00 TF per training image, 1.35e+21 for the run: about 35 H100-days or
   75 TPU v5p chip-days at 45% MFU (estimates, not measured).
-Uncertain: the reference run used --alng=0.0001 (AdaLN gamma rows of the init x0.0001); var_jax's
-  init uses the reference's default 1e-5 for every depth.
+AdaLN gamma init: the reference run's --alng=0.0001 (VARConfig.adaln_gamma_init, set by the
+  preset).
   The project brief listed batch 1024 for d24; the reference README uses 768, kept here.
 
 First convert the tokenizer: var-jax convert vae_ch160v4096z32.pth weights/vae_ch160v4096z32

@@ -6,11 +6,13 @@ Recipe (reference README: --depth=36 --saln=1 --pn=512 --bs=768 --ep=350 --tblr=
   0.05, cosine to 0.08 ("twde"), grad clip 2, class dropout 0.1, drop-path 0.15, bf16 compute.
 Model FLOPs: 35.94 TF per training image, 1.61e+22 for the run: about 419 H100-days or
   903 TPU v5p chip-days at 45% MFU (estimates, not measured).
-Uncertain: the reference run used --alng=5e-06 (AdaLN gamma rows of the init x5e-06); var_jax's
-  init uses the reference's default 1e-5 for every depth.
+AdaLN gamma init: the reference run's --alng=5e-06 (VARConfig.adaln_gamma_init, set by the
+  preset).
   At 512px an image is 2240 tokens: add --set loop.grad_accum=2 (or more) if activations
   do not fit.
 
+remat="dots": compiled ahead of time for v5p:4x4x4 at batch 512 it needs 37.8 of 95 GiB per chip
+  (178.8 GiB without remat; experiments/aot_compile.py, README "Ahead-of-time memory proof").
 First convert the tokenizer: var-jax convert vae_ch160v4096z32.pth weights/vae_ch160v4096z32
 Optionally pre-tokenize ImageNet (var_jax.data.pretokenize) and add --set data.tokens=DIR.
 
@@ -31,6 +33,6 @@ from var_jax.train.recipes import imagenet_recipe
 
 def get_config():
     return imagenet_recipe(
-        VARConfig.d36(dtype="bfloat16"), VQVAEConfig.res512(),
+        VARConfig.d36(dtype="bfloat16", remat="dots"), VQVAEConfig.res512(),
         global_batch=768, epochs=350, base_lr=8e-05, wpe=0.01, weight_decay_end=0.08,
         tokenizer="weights/vae_ch160v4096z32")

@@ -35,10 +35,16 @@ def test_d8_train_step_compiles_for_v5e_2x2(tmp_path):
     assert len(rows) == 1
     row = rows[0]
     assert row["topology"] == "v5e:2x2" and row["global_batch"] == 8 and row["remat"] == "none"
+    assert row["program"] == "train_step" and row["attention"] == "auto"
     assert row["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
     assert row["hbm_bytes"] == 16 * 2**30 and row["fits"] is True
     # d8 has 51M float32 params; params + AdamW moments sharded 4 ways are ~150 MiB per chip.
     assert 100 * 2**20 < row["argument_bytes"] < 400 * 2**20
     assert row["bytes_per_device"] >= row["argument_bytes"]
-    assert row["flops"] > 1e11 and row["bytes_accessed"] > 1e8
-    assert 0 < row["est_step_s"] and 0 < row["est_mfu"] <= 1
+    assert row["flops"] > 1e10 and row["bytes_accessed"] > 1e8, row
+    assert row["kernel_flops"] > 0, row     # "auto" put the splash kernel in the TPU program
+    # XLA counts the scanned blocks once: the roofline counts them from the model instead
+    # (d8: 0.134 TF per image with dense attention; 8 images over 4 chips).
+    assert row["flops"] < row["est_flops"] and 0.5 < row["est_flops"] / (2 * 0.134e12) < 1.5, row
+    # d8 on 2 images per chip is bandwidth-bound (about 0.39); the roofline never exceeds 1
+    assert row["est_step_s"] >= row["est_flops"] / 197e12 and 0 < row["est_mfu"] <= 1, row

@@ -141,3 +141,16 @@ def test_adaln_gamma_init_scales_the_gamma_rows(shared_aln):
             std[mul] = (w[..., :2 * cfg.embed_dim].std(), w[..., 2 * cfg.embed_dim:].std())
     np.testing.assert_allclose(std[1e-3][0] / std[1e-5][0], 100, rtol=1e-3)
     np.testing.assert_allclose(std[1e-3][1], std[1e-5][1], rtol=1e-6)   # scale/shift untouched
+
+
+def test_weights_converted_per_block_still_load_stacked(tmp_path):
+    """A `var-jax convert` dir written before the scan (blocks_0 ...) loads as stacked params."""
+    from var_jax.convert import load_weights
+    from var_jax.weights.store import save_converted
+
+    params = jax.tree.map(np.asarray, _params(TINY, 4))
+    save_converted(tmp_path / "old", TINY, unstack_blocks(params))
+    cfg, loaded = load_weights(tmp_path / "old", "var", allow_tampered=False)
+    assert cfg == TINY and jax.tree.structure(loaded) == jax.tree.structure(params)
+    for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(got, want)

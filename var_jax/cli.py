@@ -29,12 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_backends() -> None:
-    """Silence TensorFlow's C++ logs, the TPU runtime's probe of a machine that has no TPU chips
-    (no /dev/accel* or /dev/vfio), absl's INFO lines and JAX's backend probing; variables already
-    set are kept."""
+    """Silence what the backends print at start-up; variables already set are kept.
+
+    TensorFlow (the data pipeline only) logs through TF_CPP_MIN_LOG_LEVEL and announces its
+    oneDNN kernels. On a machine with no accelerator chips (no /dev/accel*, /dev/vfio,
+    /dev/nvidia* or /dev/kfd) JAX is pointed at the CPU, so an installed TPU runtime does not
+    probe for TPUs and print its warnings. absl's INFO lines go too.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if not glob.glob("/dev/accel*") and not os.path.exists("/dev/vfio"):
-        os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if not any(glob.glob(p) for p in ("/dev/accel*", "/dev/vfio", "/dev/nvidia*", "/dev/kfd")):
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
     logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)   # backend probing
 

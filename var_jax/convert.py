@@ -132,7 +132,7 @@ def load_weights(path: str | os.PathLike, kind: str, patch_nums: Sequence[int] |
     want = _KINDS.get(kind)
     if want is None:
         raise ValueError(f"kind={kind!r}; expected one of {sorted(_KINDS)}.")
-    name = f"{flag} {path}" if flag else str(path)
+    name = str(path) if not flag else f"{flag}{path}" if flag.endswith("=") else f"{flag} {path}"
     if not os.path.exists(path):
         raise FileNotFoundError(f"{name}: no such file or directory.")
     if is_converted_dir(path):

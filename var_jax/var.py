@@ -67,6 +67,11 @@ class VAR(nn.Module):
     `cfg.cond_drop_rate`) and drop-path happen only when a 'dropout' rng is given.
     Sampling uses `conditioning`, `embed_first`, `embed_scale` and `forward_scale` with an
     explicit KV cache from `init_kv_cache` (see var_jax/sampling.py).
+    The blocks are one `nn.scan` over the depth (params `blocks/...` stacked on a leading
+    "layers" axis), so each is traced and compiled once; `cfg.remat` picks what the backward
+    pass recomputes. No unrolled variant: d16 on CPU compiled 2x slower unrolled and its train
+    step took 2x the time; unrolled sampling was ~10-20% faster per call (weights sliced per
+    scale, README "Compile time"), not worth 160 compiled block copies.
     """
 
     cfg: VARConfig
@@ -121,15 +126,15 @@ class VAR(nn.Module):
 
     # -- pieces shared by teacher forcing and sampling
     def conditioning(self, labels_B):
-        """(cond_BD, cond_for_blocks): the class embedding, and what the blocks take.
-
-        cond_for_blocks is cond_BD itself, or with shared AdaLN `shared_ada_lin(cond_BD)`
-        as (B, 1, 6, C).
-        """
+        """(cond_BD, mods_DB16C): the class embedding, and every block's AdaLN modulation
+        (`AdaLNSelfAttn.modulation`), stacked over the depth. With shared AdaLN the blocks
+        modulate `shared_ada_lin(cond_BD)` as (B, 1, 6, C)."""
         cond_BD = self.class_emb(labels_B)
-        if not self.cfg.shared_aln:
-            return cond_BD, cond_BD
-        return cond_BD, self.shared_ada_lin(nn.silu(cond_BD)).reshape(-1, 1, 6, self.cfg.embed_dim)
+        cond = cond_BD
+        if self.cfg.shared_aln:
+            cond = self.shared_ada_lin(nn.silu(cond_BD)).reshape(-1, 1, 6, self.cfg.embed_dim)
+        _, mods_DB16C = self._scan(_modulation_step, None, None, cond)
+        return cond_BD, mods_DB16C
 
     def _lvl_pos(self, begin: int, end: int):
         lvl_l = jnp.asarray(scale_of_token(self.cfg.patch_nums)[begin:end])
@@ -167,7 +172,7 @@ class VAR(nn.Module):
             u_B = jax.random.uniform(self.make_rng("dropout"), labels_B.shape)
             labels_B = jnp.where(u_B < cfg.cond_drop_rate, cfg.num_classes, labels_B)
 
-        cond_BD, cond_blocks = self.conditioning(labels_B)
+        cond_BD, mods_DB16C = self.conditioning(labels_B)
         x_BLC = jnp.concatenate([
             cond_BD[:, None, :] + self.pos_start,
             self.word_embed(x_BLCv_wo_first_l.astype(jnp.float32)),
@@ -179,11 +184,11 @@ class VAR(nn.Module):
                                  mask_11LL=block_causal_mask(cfg.patch_nums))
         if REMAT[cfg.remat] is not None:
             step = nn.remat(step, policy=REMAT[cfg.remat], prevent_cse=False)
-        x_BLC, _ = self._scan(step, x_BLC, self._drop_rates(), cond_blocks)
+        x_BLC, _ = self._scan(step, x_BLC, (mods_DB16C, self._drop_rates()))
         return self.logits(x_BLC, cond_BD)
 
     # -- one scale of sampling
-    def forward_scale(self, si: int, x_BlC, cond_BD, cond_blocks, kv_caches):
+    def forward_scale(self, si: int, x_BlC, cond_BD, mods_DB16C, kv_caches):
         """Scale si's tokens through all blocks with the KV caches; returns (logits_BlV, caches).
 
         kv_caches: the stacked KVCache of all blocks (`init_kv_cache`), carried through the scan
@@ -196,20 +201,25 @@ class VAR(nn.Module):
                              f"{x_BlC.shape}.")
         layers = jnp.arange(self.cfg.depth)
         step = functools.partial(_cached_step, cache_begin=begin)
-        (x_BlC, k, v), _ = self._scan(step, (x_BlC, kv_caches.k, kv_caches.v), layers,
-                                      cond_blocks)
+        (x_BlC, k, v), _ = self._scan(step, (x_BlC, kv_caches.k, kv_caches.v),
+                                      (mods_DB16C, layers))
         return self.logits(x_BlC, cond_BD), KVCache(k, v)
 
 
-def _teacher_forcing_step(block, x_BLC, drop_rate, cond, *, mask_11LL):
-    x_BLC, _ = block(x_BLC, cond, drop_rate=0.0 if drop_rate is None else drop_rate,
+def _modulation_step(block, carry, _, cond):
+    return carry, block.modulation(cond)
+
+
+def _teacher_forcing_step(block, x_BLC, layer, *, mask_11LL):
+    mod_B16C, drop_rate = layer
+    x_BLC, _ = block(x_BLC, mod_B16C, drop_rate=0.0 if drop_rate is None else drop_rate,
                      mask_11LL=mask_11LL)
     return x_BLC, None
 
 
-def _cached_step(block, carry, layer, cond, *, cache_begin: int):
-    x_BlC, k, v = carry
-    x_BlC, cache = block(x_BlC, cond, kv_cache=KVCache(k, v, layer), cache_begin=cache_begin)
+def _cached_step(block, carry, layer, *, cache_begin: int):
+    (x_BlC, k, v), (mod_B16C, i) = carry, layer
+    x_BlC, cache = block(x_BlC, mod_B16C, kv_cache=KVCache(k, v, i), cache_begin=cache_begin)
     return (x_BlC, cache.k, cache.v), None
 
 

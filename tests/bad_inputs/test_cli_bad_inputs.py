@@ -97,9 +97,9 @@ def _train(t, *extra):
 CLI_CASES = [
     # (id, argv of the tmp folder, phrase of stderr); every one exits 2 at once
     ("sample-empty-classes", lambda t: ["sample", "--classes", "", "--out", str(t / "s.png")]
-     + REAL_WEIGHTS, "got none"),
+     + REAL_WEIGHTS, "names no class ids"),
     ("sample-classes-comma-only", lambda t: ["sample", "--classes", ",", "--out",
-                                             str(t / "s.png")] + REAL_WEIGHTS, "got none"),
+                                             str(t / "s.png")] + REAL_WEIGHTS, "names no class ids"),
     ("sample-out-in-missing-folder",
      lambda t: ["sample", "--classes", "1", "--out", str(t / "no" / "x.png")] + _w(t),
      "does not exist"),

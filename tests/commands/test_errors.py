@@ -62,11 +62,11 @@ CASES = [
      "CHECKPOINT nowhere.pth: no such file; pass a released .pth such as vae_ch160v4096z32.pth "
      "or var_d16.pth."),
     (["train", "--config", TINY_CPU, "--workdir", "w", "--set", "loop.total_steps"],
-     "--set loop.total_steps is not KEY=VALUE, e.g. --set loop.total_steps=100."),
+     "--set 'loop.total_steps' is not KEY=VALUE (e.g. --set loop.total_steps=100)."),
     (["train", "--config", TINY_CPU, "--workdir", "w", "--set", "loop.steps=3"],
-     f"--config {TINY_CPU} with --set loop.steps=3: --set loop.steps: LoopConfig has no "
-     "field 'steps'; did you mean 'total_steps'? its fields are ['async_checkpoint', 'checkpoint_every', 'ema_decay', 'eval_batches', "
-     "'eval_every', 'global_batch', 'grad_accum', 'keep_checkpoints', 'log_every', 'multihost', "
+     "--set loop.steps: LoopConfig has no field 'steps'; did you mean 'total_steps'? its fields "
+     "are ['async_checkpoint', 'checkpoint_every', 'ema_decay', 'eval_batches', 'eval_every', "
+     "'global_batch', 'grad_accum', 'keep_checkpoints', 'log_every', 'multihost', "
      "'progress_bar', 'sample_every', 'seed', 'tensorboard', 'total_steps']."),
     (["train", "--config", "nowhere.py", "--workdir", "w"],
      "experiment config nowhere.py does not exist; pass a file such as experiments/tiny_cpu.py."),

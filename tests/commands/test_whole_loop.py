@@ -1,5 +1,5 @@
-"""The researcher's loop with the CLI only: train a tokenizer, train VAR on it, export both,
-then sample and edit with the exported models (and straight from the run dir)."""
+"""The researcher's loop with the CLI only: train a tokenizer, train VAR on it, export it, then
+sample, edit and evaluate with the exported models (and sample straight from the run dir)."""
 import json
 
 import numpy as np
@@ -29,7 +29,7 @@ SHORT = ["--set", "loop.total_steps=3", "--set", "loop.global_batch=8",
 
 
 @pytest.mark.slow
-def test_train_export_sample_edit(tmp_path, capsys):
+def test_train_export_sample_edit_evaluate(tmp_path, capsys):
     (tmp_path / "tok.py").write_text(TOKENIZER_EXP)
     (tmp_path / "var.py").write_text(TRANSFORMER_EXP)
     tok_run, var_run = tmp_path / "tok_run", tmp_path / "var_run"
@@ -71,3 +71,10 @@ def test_train_export_sample_edit(tmp_path, capsys):
     assert main(["edit", str(from_export), "--class", "3", "--box", "0,0,0.5,1", "--num", "2",
                  "--var", str(exported), "--out", str(edited)] + model) == 0
     assert np.asarray(Image.open(edited)).shape == (16, 4 * 16 + 3 * 2, 3)
+
+    evaluation = tmp_path / "eval"
+    assert main(["evaluate", "--out", str(evaluation), "--per-class", "2", "--device-batch", "4",
+                 "--batch-size", "4", "--var", str(exported), "--no-progress"] + model) == 0
+    with np.load(evaluation / "samples.npz") as f:
+        samples = f["arr_0"]
+    assert samples.shape == (20, 16, 16, 3) and samples.dtype == np.uint8   # 10 classes x 2

@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from var_jax.commands.sample import check_sampling, parse_classes
-    from var_jax.image_io import load_image, save_grid
+    from var_jax.commands.sample import check_classes, check_sampling
     from var_jax.editing import edit
+    from var_jax.image_io import load_image, save_grid
     from var_jax.outputs import check_output_file
 
     check_output_file(args.out, "--out", image=True)
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     box = parse_box(args.box) if args.box else None
     enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
-    label, = parse_classes(str(args.label), "--class", var_cfg.num_classes)
+    label, = check_classes([args.label], "--class", var_cfg.num_classes)
     size = vae_cfg.image_size
     img = (load_image(args.image, size) + 1.0) / 2.0
     if box:

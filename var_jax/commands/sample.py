@@ -7,7 +7,8 @@ import time
 from var_jax.commands.options import (add_model_arguments, check_positive, enable_compile_cache,
                                       load_models, say)
 
-__all__ = ["HELP", "add_arguments", "check_sampling", "load_models", "parse_classes", "run"]
+__all__ = ["HELP", "add_arguments", "check_classes", "check_sampling", "load_models",
+           "parse_classes", "run"]
 
 HELP = ("Generate class-conditional images with a VAR transformer and the VQ-VAE tokenizer "
         "(released .pth files, converted/exported dirs or training work dirs); writes a PNG grid.")
@@ -22,16 +23,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
-def parse_classes(text: str, flag: str, num_classes: int) -> list[int]:
-    """"1,4,7" -> [1, 4, 7], each a class id of the model (num_classes is the null class)."""
+def parse_classes(text: str, flag: str) -> list[int]:
+    """"1,4,7" -> [1, 4, 7] (checked against the model by `check_classes`)."""
     try:
         classes = [int(c) for c in text.split(",") if c.strip()]
     except ValueError as e:
         raise ValueError(f"{flag} must be comma separated integers, got {text!r}.") from e
+    if not classes:
+        raise ValueError(f"{flag} {text!r} names no class ids; give comma separated integers, "
+                         "e.g. 207,360.")
+    return classes
+
+
+def check_classes(classes: list[int], flag: str, num_classes: int) -> list[int]:
+    """`classes`, each a class id of the model (index num_classes is the null class)."""
     bad = [c for c in classes if not 0 <= c <= num_classes]
-    if not classes or bad:
+    if bad:
+        text = ",".join(map(str, classes))
         raise ValueError(f"{flag} {text}: the model knows the classes 0..{num_classes - 1} "
-                         f"({num_classes} is the unconditional null class); got {bad or 'none'}.")
+                         f"({num_classes} is the unconditional null class); got {bad}.")
     return classes
 
 
@@ -56,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
     check_sampling(args)
     check_positive("--per-class", args.per_class)
     check_positive("--nrow", args.nrow)
+    classes = parse_classes(args.classes, "--classes")
     enable_compile_cache(args.compile_cache)
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
-    classes = parse_classes(args.classes, "--classes", var_cfg.num_classes)
+    check_classes(classes, "--classes", var_cfg.num_classes)
     labels = np.repeat(np.asarray(classes, np.int32), args.per_class)
     keys = jax.random.split(jax.random.key(args.seed), labels.size)   # independent of the batch
     bs = min(args.batch_size, labels.size)

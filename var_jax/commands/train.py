@@ -77,14 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from var_jax.train.var_task import VARTask, VARTrainConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    bad = [item for item in args.overrides if "=" not in item]
-    if bad:
-        raise ValueError(f"--set {bad[0]} is not KEY=VALUE, e.g. --set loop.total_steps=100.")
-    try:
-        config = override(load_experiment(args.config), args.overrides)
-    except ValueError as e:
-        raise ValueError(f"--config {args.config} with --set {' '.join(args.overrides)}: {e}"
-                         if args.overrides else f"--config {args.config}: {e}") from e
+    config = override(load_experiment(args.config), args.overrides)
     if args.export:
         check_output_dir(args.export, "--export")
     allow = dict(allow_tampered=args.allow_tampered, allow_config_change=args.allow_config_change)

@@ -59,9 +59,10 @@ class FFN(nn.Module):
 class AdaLNSelfAttn(nn.Module):
     """x += attn(LN(x)*(1+scale1)+shift1)*gamma1;  x += ffn(LN(x)*(1+scale2)+shift2)*gamma2.
 
-    The six modulation vectors (gamma1, gamma2, scale1, scale2, shift1, shift2) come from
-    `ada_lin(cond_BD)` (SiLU, Linear C->6C), or, with `shared_aln`, `cond` is already the shared
-    projection (B, 1, 6, C) and this block adds its own learned `ada_gss` (1, 1, 6, C).
+    The six modulation vectors (gamma1, gamma2, scale1, scale2, shift1, shift2) are
+    `modulation(cond)`: `ada_lin(cond_BD)` (SiLU, Linear C->6C), or, with `shared_aln`, `cond`
+    is already the shared projection (B, 1, 6, C) and this block adds its own learned `ada_gss`
+    (1, 1, 6, C). They depend only on the class, so sampling computes them once for all scales.
     `drop_rate` is this block's drop-path rate (a call argument, so a scan over the blocks
     can feed each its own).
     """
@@ -78,33 +79,38 @@ class AdaLNSelfAttn(nn.Module):
     ada_init: Callable = _default_init      # ada_lin kernel (C, 6C) or ada_gss (1, 1, 6, C)
     attention: str = "auto"                 # attention implementation (nn/block_attention.py)
 
-    @nn.compact
-    def __call__(self, x_BLC, cond, *, drop_rate=0.0, mask_11LL=None,
-                 kv_cache: KVCache | None = None, cache_begin: int = 0):
+    def setup(self):
         C = self.embed_dim
         if self.shared_aln:
-            ada_gss = self.param("ada_gss", _lp(self.ada_init, (None, None, None, "embed")),
-                                 (1, 1, 6, C))
-            mod_B16C = ada_gss + cond
+            self.ada_gss = self.param("ada_gss", _lp(self.ada_init, (None, None, None, "embed")),
+                                      (1, 1, 6, C))
         else:
-            mod = nn.Dense(6 * C, name="ada_lin", kernel_init=_lp(self.ada_init, ("embed", "ada")),
-                           bias_init=_lp(_zeros, ("ada",)))(nn.silu(cond))
-            mod_B16C = mod.reshape(-1, 1, 6, C)
+            self.ada_lin = nn.Dense(6 * C, kernel_init=_lp(self.ada_init, ("embed", "ada")),
+                                    bias_init=_lp(_zeros, ("ada",)))
+        self.attn = SelfAttention(C, self.num_heads, self.attn_l2_norm, dtype=self.dtype,
+                                  kernel_init=self.kernel_init, proj_init=self.out_init,
+                                  attention=self.attention)
+        self.ffn = FFN(C, self.mlp_dim, dtype=self.dtype, kernel_init=self.kernel_init,
+                       out_init=self.out_init)
+
+    def modulation(self, cond):
+        """(B, 1, 6, C): gamma1, gamma2, scale1, scale2, shift1, shift2 of this block."""
+        if self.shared_aln:
+            return self.ada_gss + cond
+        return self.ada_lin(nn.silu(cond)).reshape(-1, 1, 6, self.embed_dim)
+
+    def __call__(self, x_BLC, mod_B16C, *, drop_rate=0.0, mask_11LL=None,
+                 kv_cache: KVCache | None = None, cache_begin: int = 0):
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (
             mod_B16C[:, :, i].astype(jnp.float32) for i in range(6))
 
         h = layer_norm(x_BLC, self.norm_eps) * (1 + scale1) + shift1
-        h, kv_cache = SelfAttention(self.embed_dim, self.num_heads, self.attn_l2_norm,
-                                    dtype=self.dtype, kernel_init=self.kernel_init,
-                                    proj_init=self.out_init, attention=self.attention,
-                                    name="attn")(
-            h.astype(self.dtype), mask_11LL=mask_11LL, kv_cache=kv_cache,
-            cache_begin=cache_begin)
+        h, kv_cache = self.attn(h.astype(self.dtype), mask_11LL=mask_11LL, kv_cache=kv_cache,
+                                cache_begin=cache_begin)
         x_BLC = x_BLC + drop_path(self, h * gamma1, drop_rate)
 
         h = layer_norm(x_BLC, self.norm_eps) * (1 + scale2) + shift2
-        h = FFN(self.embed_dim, self.mlp_dim, dtype=self.dtype, kernel_init=self.kernel_init,
-                out_init=self.out_init, name="ffn")(h.astype(self.dtype))
+        h = self.ffn(h.astype(self.dtype))
         x_BLC = x_BLC + drop_path(self, h * gamma2, drop_rate)
         x_BLC = nn.with_logical_constraint(x_BLC, ("batch", "seq", "embed"))
         return x_BLC, kv_cache

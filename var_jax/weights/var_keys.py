@@ -81,13 +81,24 @@ def unstack_blocks(params: dict) -> dict:
 
 def stack_blocks(params: dict) -> dict:
     """`blocks_0` ... `blocks_{depth-1}` -> one `blocks` tree stacked over a leading axis."""
-    params = dict(params)
+    return _stack_blocks_in_place(dict(params))
+
+
+def _stack_blocks_in_place(params: dict) -> dict:
+    """`stack_blocks` that pops the per-block trees from `params` and stacks leaf by leaf, so
+    the converter's peak memory is the model plus one stacked leaf, not twice the model."""
     depth = sum(1 for k in params if _PER_BLOCK_RE.fullmatch(k))
     if depth == 0 or any(f"blocks_{i}" not in params for i in range(depth)):
         raise ValueError(f"per-block params must be blocks_0 ... blocks_{{depth-1}}; got "
                          f"{sorted(k for k in params if k.startswith('blocks'))}.")
-    per_block = [params.pop(f"blocks_{i}") for i in range(depth)]
-    params["blocks"] = jax.tree.map(lambda *a: np.stack(a), *per_block)
+    treedef = jax.tree.structure(params["blocks_0"])
+    leaves = [jax.tree.leaves(params.pop(f"blocks_{i}")) for i in range(depth)]
+    stacked = []
+    for j in range(treedef.num_leaves):
+        stacked.append(np.stack([leaves[i][j] for i in range(depth)]))
+        for i in range(depth):
+            leaves[i][j] = None
+    params["blocks"] = jax.tree.unflatten(treedef, stacked)
     return params
 
 
@@ -105,7 +116,6 @@ def var_params_from_torch(sd: dict[str, np.ndarray], cfg: VARConfig) -> dict:
     Every parameter must be present with the exact shape; errors name the key and both shapes
     (block parameters by their per-block path, e.g. blocks_15/attn/q_bias).
     """
-    per_block = params_from_state_dict(sd, _expected_per_block(expected_var_params(cfg)),
-                                       var_key_map, ignore=IGNORED_BUFFERS,
-                                       model_name=f"VAR(depth={cfg.depth})")
-    return stack_blocks(per_block)
+    return _stack_blocks_in_place(params_from_state_dict(
+        sd, _expected_per_block(expected_var_params(cfg)), var_key_map, ignore=IGNORED_BUFFERS,
+        model_name=f"VAR(depth={cfg.depth})"))
