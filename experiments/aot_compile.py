@@ -225,7 +225,6 @@ def compile_sampler(train_cfg, devices, mesh_cfg) -> dict:
     import flax.linen as nn
 
     from var_jax import sampling
-    from var_jax.train.var_task import _sample_fn
 
     mesh = sharding.make_mesh(mesh_cfg, devices)
     task = VARTask(train_cfg)
@@ -233,13 +232,14 @@ def compile_sampler(train_cfg, devices, mesh_cfg) -> dict:
     n = len(train_cfg.sample_classes)
     opts = sampling.SamplerOptions(train_cfg.sample_top_k, train_cfg.sample_top_p)
     rep = sharding.replicated(mesh)
-    args = (abstract_state.params, abstract_state.frozen,
+    args = ((abstract_state.params, None), abstract_state.frozen,
             jax.ShapeDtypeStruct((n,), jnp.int32, sharding=rep),
-            jax.ShapeDtypeStruct((n, 2), jnp.uint32, sharding=rep),
+            jax.ShapeDtypeStruct((n, 2), jnp.uint32, sharding=rep), None,
             jax.ShapeDtypeStruct((), jnp.float32, sharding=rep))
     t0 = time.perf_counter()
     with sharding.activate(mesh), nn.logical_axis_rules(()):
-        compiled = _sample_fn(train_cfg.var, train_cfg.vae, opts).lower(*args).compile()
+        fn, _ = sampling.compiled_sampler(train_cfg.var, train_cfg.vae, opts, spread=False)
+        compiled = fn.lower(*args).compile()
     row = {"mesh": dict(mesh.shape), "compile_s": round(time.perf_counter() - t0, 1),
            "global_batch": n}
     row.update(memory_row(compiled))

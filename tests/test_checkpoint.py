@@ -14,9 +14,7 @@ import pytest
 from var_jax import checkpoint as ckpt_lib
 from var_jax.train.optimizer import OptimConfig, make_optimizer
 from var_jax.train.state import TrainState
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train"))
-from train_helpers import run_with_8_devices  # noqa: E402
+from train_helpers import run_with_8_devices
 
 
 def _state(seed=0, ema=0.9):

@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from test_sampling_golden import golden_vae
-from test_var_golden import GOLDEN, golden_var
+from golden import GOLDEN
 from var_jax import sample
-from var_jax.editing import bilinear_matrix, edit, scale_masks
+from var_jax.data.augment import bilinear_matrix
+from var_jax.editing import edit, scale_masks
 
 OPTS = dict(cfg=1.5, top_k=16, top_p=0.9, return_indices=True)
 
@@ -39,9 +39,10 @@ def test_scale_masks():
         scale_masks(np.ones((4, 4)), (1, 2))
 
 
-def test_editing_keeps_unmasked_tokens_and_an_empty_mask_is_the_image():
+def test_editing_keeps_unmasked_tokens_and_an_empty_mask_is_the_image(golden_var,
+                                                                       golden_vae):
     var_cfg, var_params, _, _ = golden_var("var_tiny_l2norm")
-    vae_cfg, vae_params = golden_vae()
+    vae_cfg, vae_params = golden_vae
     imgs, gt_idx, recon = _image_and_tokens()
     labels = np.array([2, 7])
     mask = np.zeros((2, 64, 64), bool)
@@ -62,9 +63,9 @@ def test_editing_keeps_unmasked_tokens_and_an_empty_mask_is_the_image():
     assert err < 1e-4, f"empty mask: image differs from the tokenizer reconstruction by {err:.3g}"
 
 
-def test_a_full_mask_reduces_to_sampling():
+def test_a_full_mask_reduces_to_sampling(golden_var, golden_vae):
     var_cfg, var_params, _, _ = golden_var("var_tiny_l2norm")
-    vae_cfg, vae_params = golden_vae()
+    vae_cfg, vae_params = golden_vae
     imgs, _, _ = _image_and_tokens()
     labels, keys = np.array([5, 1]), jax.random.split(jax.random.key(9), 2)
     full = [np.ones((2, pn * pn), bool) for pn in var_cfg.patch_nums]

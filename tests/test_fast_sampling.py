@@ -26,7 +26,7 @@ def _count_traces(monkeypatch):
     """A list that grows by one each time filter_logits is traced (once per scale per trace)."""
     traces, filter_logits = [], sampling.filter_logits
     monkeypatch.setattr(sampling, "filter_logits", lambda *a: traces.append(1) or filter_logits(*a))
-    sampling._compiled_sampler.cache_clear()
+    sampling.compiled_sampler.cache_clear()
     return traces
 
 

@@ -4,8 +4,6 @@ import jax
 import numpy as np
 import pytest
 
-from test_sampling_golden import golden_vae
-from test_var_golden import golden_var
 from var_jax import VARConfig, sample
 from var_jax.sampling import filter_logits, per_image_keys
 
@@ -41,9 +39,9 @@ def test_filter_matches_reference_rule(top_k, top_p):
     assert (~np.isinf(got)).any(-1).all(), "every position keeps at least one token"
 
 
-def test_batch_of_n_equals_n_batches_of_one():
+def test_batch_of_n_equals_n_batches_of_one(golden_var, golden_vae):
     var_cfg, var_params, io, _ = golden_var("var_tiny_l2norm")
-    vae_cfg, vae_params = golden_vae()
+    vae_cfg, vae_params = golden_vae
     labels = np.array([3, 3, 0])
     keys = jax.random.split(jax.random.key(11), 3)
     opts = dict(cfg=2.0, top_k=20, top_p=0.9, more_smooth=True, return_indices=True)
@@ -76,9 +74,9 @@ def test_per_image_keys_forms():
         per_image_keys(np.arange(4.0), 2)
 
 
-def test_bad_arguments_raise_value_errors():
+def test_bad_arguments_raise_value_errors(golden_var, golden_vae):
     var_cfg, var_params, _, _ = golden_var("var_tiny_l2norm")
-    vae_cfg, vae_params = golden_vae()
+    vae_cfg, vae_params = golden_vae
     key = jax.random.key(0)
 
     def call(labels=(1, 2), vcfg=var_cfg, **kw):

@@ -1,32 +1,24 @@
 """Sampler vs the reference: greedy (top_k=1) indices and images of the golden models."""
-import functools
-
 import jax
 import numpy as np
 import pytest
 
-from test_var_golden import GOLDEN, VAR_NAMES, golden_vae_config, golden_var
+from golden import VAR_NAMES
 from var_jax import sample, sampling
-from var_jax.convert import load_torch_state_dict, vqvae_params_from_torch
 
 TOL = 1e-4
 
 
-@functools.lru_cache(maxsize=None)
-def golden_vae():
-    cfg = golden_vae_config()
-    return cfg, vqvae_params_from_torch(load_torch_state_dict(GOLDEN / "vae.pth"), cfg)
-
-
 @pytest.mark.parametrize("name", VAR_NAMES)
-def test_greedy_sampling_matches_reference_and_compiles_once(name, monkeypatch):
+def test_greedy_sampling_matches_reference_and_compiles_once(name, monkeypatch, golden_var,
+                                                            golden_vae):
     var_cfg, var_params, io, cfgs = golden_var(name)
-    vae_cfg, vae_params = golden_vae()
+    vae_cfg, vae_params = golden_vae
     traces = []
     filter_logits = sampling.filter_logits
     monkeypatch.setattr(sampling, "filter_logits",
                         lambda *a: traces.append(1) or filter_logits(*a))
-    sampling._compiled_sampler.cache_clear()
+    sampling.compiled_sampler.cache_clear()
     for c in cfgs + cfgs[:1]:
         imgs, idx = sample(var_params, vae_params, var_cfg, vae_cfg, io["labels"],
                            rng=jax.random.key(7), cfg=c, top_k=1, top_p=0.0,

@@ -9,15 +9,14 @@ SCRIPT = textwrap.dedent("""
     import sys
     import jax
     import numpy as np
-    sys.path.insert(0, {tests!r})
-    from test_sampling_golden import golden_vae
-    from test_var_golden import golden_var
-    from var_jax import sample, sampling
+    sys.path.insert(0, {tests!r})   # a fresh interpreter: pytest's import path is not here
+    from golden import load_vae, load_var
+    from var_jax import sample, sharding
 
     assert jax.local_device_count() == 8, jax.devices()
-    assert sampling.batch_mesh().shape == {{"batch": 8}}
-    var_cfg, var_params, io, _ = golden_var("var_tiny_l2norm")
-    vae_cfg, vae_params = golden_vae()
+    assert sharding.batch_mesh().shape == {{"data": 8}}
+    var_cfg, var_params, io, _ = load_var("var_tiny_l2norm")
+    vae_cfg, vae_params = load_vae()
     # B=3 is padded to 8 images, one per device; the padding is dropped.
     imgs, idx = sample(var_params, vae_params, var_cfg, vae_cfg, io["labels"],
                        rng=jax.random.key(0), cfg=1.5, top_k=1, top_p=0.0, return_indices=True)

@@ -4,18 +4,17 @@ The 8-device checks run this file as a script in a subprocess (XLA_FLAGS must be
 starts); the test functions in the main process only launch it and read its verdict.
 """
 import json
-import os
 import sys
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from var_jax import sharding
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train"))
-from train_helpers import run_with_8_devices  # noqa: E402
+from var_jax.var import init_var_params
+from train_helpers import TINY_VAR, run_with_8_devices
 
 
 # ------------------------------------------------------------------------ single process checks
@@ -31,11 +30,12 @@ def test_make_mesh_resolves_minus_one_and_rejects_bad_sizes():
 
 def test_rules_table_maps_the_transformer_names():
     rules = dict(sharding.LOGICAL_AXIS_RULES)
-    for name in ("batch", "embed", "mlp", "qkv", "ada", "vocab", "classes", "cvae", "seq", "heads",
-                 "layers"):
-        assert name in rules, name
+    boxed = jax.eval_shape(lambda k: init_var_params(TINY_VAR, k, boxed=True), jax.random.key(0))
+    specs = jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda x: isinstance(x, P))
+    used = {n for spec in specs for n in spec if n is not None}
+    assert used and used <= set(rules), used - set(rules)   # no name silently replicated
+    assert "embed" in used and "mlp" in used and "vocab" in used
     assert rules["layers"] is None   # the scanned blocks' stack axis is never split
-    import flax.linen as nn
     # a parameter: width over fsdp, hidden over tensor; an activation: batch takes data+fsdp
     assert nn.logical_to_mesh_axes(("embed", "mlp"), sharding.LOGICAL_AXIS_RULES) == \
         P("fsdp", "tensor")
@@ -140,12 +140,12 @@ def _case_train_step() -> dict:
 def _case_var_params() -> dict:
     """Shardings of the transformer's params with a tensor axis (abstract: nothing allocated)."""
     from train_helpers import TINY_VAR
-    from var_jax.var import init_var_params, var_param_logical_axes
+    from var_jax.var import init_var_params
 
     mesh = sharding.make_mesh(sharding.MeshConfig(2, 2, 2))
     abstract = jax.eval_shape(init_var_params, TINY_VAR, jax.random.key(0))
-    shardings = sharding.param_shardings(abstract, mesh,
-                                         logical_axes=var_param_logical_axes(TINY_VAR))
+    shardings = sharding.param_shardings(
+        jax.eval_shape(lambda k: init_var_params(TINY_VAR, k, boxed=True), jax.random.key(0)), mesh)
     specs = jax.tree.map(lambda x, s: list(s.spec) + [None] * (x.ndim - len(s.spec)),
                          abstract, shardings)
     ok = all(x.shape[i] % np.prod([mesh.shape[a] for a in (ax if isinstance(ax, tuple) else (ax,))])

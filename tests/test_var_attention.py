@@ -6,14 +6,14 @@ import logging
 import jax
 import numpy as np
 import pytest
-from test_var_golden import TOL, VAR_NAMES, golden_var
+from golden import TOL, VAR_NAMES
 
 from var_jax.var import VAR
 
 
 @pytest.mark.parametrize("attention,remat", [("xla", "none"), ("chunked", "none"),
                                              ("chunked", "full"), ("splash", "dots")])
-def test_golden_logits_with_each_attention(attention, remat, caplog):
+def test_golden_logits_with_each_attention(attention, remat, caplog, golden_var):
     cfg, params, io, _ = golden_var(VAR_NAMES[0])
     cfg = dataclasses.replace(cfg, attention=attention, remat=remat)
     with caplog.at_level(logging.WARNING, logger="var_jax.nn.block_attention"):
@@ -24,7 +24,7 @@ def test_golden_logits_with_each_attention(attention, remat, caplog):
     assert err <= TOL, f"{attention}/{remat}: teacher-forcing logits max abs err {err:.3g}"
 
 
-def test_unknown_attention_is_refused():
+def test_unknown_attention_is_refused(golden_var):
     cfg, *_ = golden_var(VAR_NAMES[0])
     with pytest.raises(ValueError, match="attention='flash' is not one of"):
         dataclasses.replace(cfg, attention="flash")

@@ -1,48 +1,19 @@
 """VAR vs the reference: golden logits of the tiny models; the released checkpoints' keys."""
-import functools
 import json
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 
-from var_jax.configs import VARConfig, VQVAEConfig
-from var_jax.convert import load_torch_state_dict, var_params_from_torch
+from golden import GOLDEN, TOL, VAR_NAMES
+from var_jax.configs import VARConfig
+from var_jax.convert import var_params_from_torch
 from var_jax.var import VAR
 from var_jax.weights.var_keys import expected_var_params
 
-GOLDEN = pathlib.Path(__file__).parent / "fixtures" / "golden"
-FIXTURES = json.loads((GOLDEN / "fixtures.json").read_text())
-VAR_NAMES = [v["name"] for v in FIXTURES["vars"]]
-TOL = 1e-4
-
-
-def golden_vae_config() -> VQVAEConfig:
-    vae = FIXTURES["vae"]
-    return VQVAEConfig(vocab_size=vae["vocab_size"], z_channels=vae["z_channels"], ch=vae["ch"],
-                       patch_nums=tuple(vae["v_patch_nums"]),
-                       share_quant_resi=vae["share_quant_resi"],
-                       image_size=FIXTURES["image_size"])
-
-
-@functools.lru_cache(maxsize=None)
-def golden_var(name: str):
-    """(VARConfig, params, io npz dict, cfgs list) of a golden tiny VAR."""
-    spec = next(v for v in FIXTURES["vars"] if v["name"] == name)
-    vae = FIXTURES["vae"]
-    cfg = VARConfig(depth=spec["depth"], embed_dim=spec["embed_dim"], num_heads=spec["num_heads"],
-                    num_classes=spec["num_classes"], patch_nums=tuple(spec["patch_nums"]),
-                    vocab_size=vae["vocab_size"], vae_channels=vae["z_channels"],
-                    shared_aln=spec["shared_aln"], attn_l2_norm=spec["attn_l2_norm"],
-                    norm_eps=spec["norm_eps"], mlp_ratio=spec["mlp_ratio"])
-    params = var_params_from_torch(load_torch_state_dict(GOLDEN / f"{name}.pth"), cfg)
-    io = dict(np.load(GOLDEN / f"{name}_io.npz"))
-    return cfg, params, io, tuple(spec["cfgs"])
-
 
 @pytest.mark.parametrize("name", VAR_NAMES)
-def test_teacher_forcing_logits_match_reference(name):
+def test_teacher_forcing_logits_match_reference(name, golden_var):
     cfg, params, io, _ = golden_var(name)
     apply = jax.jit(VAR(cfg).apply)
     logits = np.asarray(apply({"params": params}, io["labels"], io["x_BLCv_wo_first_l"]))

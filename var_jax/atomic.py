@@ -4,25 +4,35 @@ A crash or a full disk leaves either the old file or the new one, never a trunca
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
 from typing import Any
 
+import numpy as np
+from etils import epath
+from PIL import Image
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace `path` by `data` atomically (local paths); gs:// and other URLs, whose object
-    writes are atomic already, are written through etils.epath."""
+
+@contextlib.contextmanager
+def open_atomic(path: str | os.PathLike):
+    """A binary file to write, in one piece or many; it replaces `path` (fsynced, then the
+    folder fsynced) only when the block ends without an exception, else it is deleted. gs:// and
+    other URLs, whose object writes are atomic already, are buffered and written through
+    etils.epath."""
     path = os.fspath(path)
     if "://" in path:
-        from etils import epath
-        epath.Path(path).write_bytes(data)
+        buf = io.BytesIO()
+        yield buf
+        epath.Path(path).write_bytes(buf.getvalue())
         return
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -31,6 +41,12 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace `path` by `data` atomically."""
+    with open_atomic(path) as f:
+        f.write(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -56,14 +72,14 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def write_npz(path: str | os.PathLike, **arrays) -> None:
+    """np.savez(path, **arrays), atomically."""
+    with open_atomic(path) as f:
+        np.savez(f, **arrays)
+
+
 def write_image(path: str | os.PathLike, pixels) -> None:
     """uint8 pixels (H, W[, C]) as an image file, its format from the extension (.png, .jpg...)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    buf = io.BytesIO()
     fmt = Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower(), "PNG")
-    Image.fromarray(np.asarray(pixels)).save(buf, format=fmt)
-    write_bytes(path, buf.getvalue())
+    with open_atomic(path) as f:
+        Image.fromarray(np.asarray(pixels)).save(f, format=fmt)

@@ -47,8 +47,22 @@ def scale_of_token(patch_nums: Sequence[int]) -> np.ndarray:
     return np.concatenate([np.full(pn * pn, i, np.int32) for i, pn in enumerate(patch_nums)])
 
 
+class _Scales:
+    """What both configs derive from their `patch_nums`."""
+
+    patch_nums: tuple[int, ...]
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.patch_nums)
+
+    @property
+    def seq_len(self) -> int:
+        return sum(p * p for p in self.patch_nums)
+
+
 @dataclasses.dataclass(frozen=True)
-class VQVAEConfig:
+class VQVAEConfig(_Scales):
     """The multi-scale residual VQ-VAE (the `vae_ch160v4096z32` tokenizer by default)."""
 
     vocab_size: int = 4096          # codebook rows
@@ -114,14 +128,6 @@ class VQVAEConfig:
         return self.image_size // self.downsample
 
     @property
-    def num_scales(self) -> int:
-        return len(self.patch_nums)
-
-    @property
-    def seq_len(self) -> int:
-        return sum(p * p for p in self.patch_nums)
-
-    @property
     def num_phi(self) -> int:
         """How many phi convs the quantizer holds."""
         if self.share_quant_resi == 0:
@@ -140,7 +146,7 @@ class VQVAEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class VARConfig:
+class VARConfig(_Scales):
     """The block-causal scale transformer (VAR-d16 by default)."""
 
     depth: int = 16                 # number of AdaLN blocks
@@ -197,14 +203,6 @@ class VARConfig:
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
-
-    @property
-    def num_scales(self) -> int:
-        return len(self.patch_nums)
-
-    @property
-    def seq_len(self) -> int:
-        return sum(p * p for p in self.patch_nums)
 
     @property
     def first_l(self) -> int:

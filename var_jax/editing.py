@@ -1,29 +1,14 @@
 """Zero-shot editing (in/out-painting, class edits): sample only the masked tokens, one program."""
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from var_jax.configs import VARConfig, VQVAEConfig
+from var_jax.data.augment import bilinear_matrix
 from var_jax.quant.resize import area_matrix
-from var_jax.sampling import (SamplerOptions, check_options, compile_batched, decode_to_unit,
-                              generate_fhat, pad_to_devices, per_image_keys, replicate)
-
-
-def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out, in) float32: torch's F.interpolate mode="bilinear", align_corners=False, one axis."""
-    m = np.zeros((out_size, in_size), np.float64)
-    for i in range(out_size):
-        src = max((i + 0.5) * in_size / out_size - 0.5, 0.0)
-        i0 = min(int(np.floor(src)), in_size - 1)
-        i1 = min(i0 + 1, in_size - 1)
-        frac = src - i0
-        m[i, i0] += 1.0 - frac
-        m[i, i1] += frac
-    return m.astype(np.float32)
+from var_jax.sampling import SamplerOptions, run_sampler
 
 
 def scale_masks(mask, patch_nums: Sequence[int], keep_first: bool = True) -> list[np.ndarray]:
@@ -53,23 +38,6 @@ def scale_masks(mask, patch_nums: Sequence[int], keep_first: bool = True) -> lis
     return out
 
 
-def _edit_program(var_params, vae_params, imgs_B, labels_B, keys_B, sample_masks, cfg_scale, *,
-                  var_cfg, vae_cfg, opts):
-    from var_jax.vqvae import VQVAE
-    idx_list = VQVAE(vae_cfg).apply({"params": vae_params}, imgs_B * 2.0 - 1.0,
-                                    method=VQVAE.encode_indices)
-    keep_list = [jnp.logical_not(m) for m in sample_masks]
-    f_hat, idx_BL = generate_fhat(var_params, vae_params, var_cfg, vae_cfg, labels_B, keys_B,
-                                  cfg_scale, opts, forced=(idx_list, keep_list))
-    return decode_to_unit(vae_params, vae_cfg, f_hat), idx_BL
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_editor(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts: SamplerOptions):
-    program = functools.partial(_edit_program, var_cfg=var_cfg, vae_cfg=vae_cfg, opts=opts)
-    return compile_batched(program, num_batched_in=4, num_batched_out=2)
-
-
 def edit(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, images, mask, labels,
          rng, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, more_smooth: bool = False,
          keep_first: bool = True, return_indices: bool = False, progress: bool = False):
@@ -81,10 +49,7 @@ def edit(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, image
     (so the KV cache and f_hat see them) and only masked tokens are sampled. progress: print a
     line per scale.
     """
-    var_cfg.check_compatible(vae_cfg)
     labels_B = var_cfg.check_labels(labels)
-    if labels_B.size == 0:
-        raise ValueError("labels is empty; give one class id per image.")
     imgs = np.asarray(images, np.float32)
     size = vae_cfg.image_size
     if imgs.ndim != 4 or imgs.shape[1:] != (size, size, 3) or imgs.shape[0] != labels_B.size:
@@ -103,13 +68,7 @@ def edit(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, image
     else:
         masks = scale_masks(mask, var_cfg.patch_nums, keep_first)
         masks = [np.broadcast_to(m, (B, m.shape[1])) for m in masks]
-    check_options(cfg, top_k, top_p, var_cfg.vocab_size)
-    keys_B = per_image_keys(rng, B)
     opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth), bool(progress))
-    fn, mesh = _compiled_editor(var_cfg, vae_cfg, opts)
-    var_params, vae_params = replicate((var_params, vae_params))
-    padded = pad_to_devices(mesh.size, jnp.asarray(imgs), jnp.asarray(labels_B), keys_B,
-                            *[jnp.asarray(m) for m in masks])
-    out_imgs, idx = fn(var_params, vae_params, *padded[:3], tuple(padded[3:]), jnp.float32(cfg))
-    out_imgs, idx = out_imgs[:B], idx[:B]
+    out_imgs, idx = run_sampler(var_params, vae_params, var_cfg, vae_cfg, labels_B, rng, cfg,
+                                opts, edit_B=(imgs, masks))
     return (out_imgs, idx) if return_indices else out_imgs

@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
+from var_jax import sharding
 from var_jax.configs import VARConfig, VQVAEConfig
 from var_jax.fast_sampling import (Refiner, cache_begins, check_fast_options, kept_counts,
                                    prefill, run_scale)
 from var_jax.token_filter import filter_logits
 from var_jax.var import VAR, init_kv_cache
-
-BATCH_AXIS = "batch"
 
 
 class SamplerOptions(NamedTuple):
@@ -121,48 +119,38 @@ def decode_to_unit(vae_params, vae_cfg: VQVAEConfig, f_hat_BhwC):
     return (imgs.astype(jnp.float32) + 1.0) * 0.5
 
 
-def _sample_program(models_params, vae_params, labels_B, keys_B, cfg_scale, *, var_cfg, vae_cfg,
-                    opts, refiner_cfg):
+def _program(models_params, vae_params, labels_B, key_data_B, edit_B, cfg_scale, *, var_cfg,
+             vae_cfg, opts, refiner_cfg):
+    """The one sampler program: (images (B, H, W, 3) in [0, 1], idx_BL). models_params:
+    (var_params, refiner params or None). edit_B: None, or (images (B, H, W, 3) in [0, 1],
+    per-scale (B, pn*pn) "sample here" masks) whose tokens are kept outside the masks."""
+    from var_jax.vqvae import VQVAE
+
     var_params, refiner_params = models_params
     refiner = None if refiner_cfg is None else Refiner(refiner_params, refiner_cfg)
-    f_hat, idx_BL = generate_fhat(var_params, vae_params, var_cfg, vae_cfg, labels_B, keys_B,
-                                  cfg_scale, opts, refiner=refiner)
+    forced = None
+    if edit_B is not None:
+        imgs_B, sample_masks = edit_B
+        idx_list = VQVAE(vae_cfg).apply({"params": vae_params}, imgs_B * 2.0 - 1.0,
+                                        method=VQVAE.encode_indices)
+        forced = (idx_list, [jnp.logical_not(m) for m in sample_masks])
+    f_hat, idx_BL = generate_fhat(var_params, vae_params, var_cfg, vae_cfg, labels_B,
+                                  jax.random.wrap_key_data(key_data_B), cfg_scale, opts, forced,
+                                  refiner=refiner)
     return decode_to_unit(vae_params, vae_cfg, f_hat), idx_BL
 
 
-# ---------------------------------------------------------------------------- batch sharding
-def batch_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh over the local devices, axis 'batch'."""
-    devices = jax.local_devices()
-    return jax.make_mesh((len(devices),), (BATCH_AXIS,),
-                         axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
-
-
-def compile_batched(program: Callable, num_batched_in: int, num_batched_out: int):
-    """jax.jit `program(var_params, vae_params, *batched, *replicated)` with the batch sharded.
-
-    The first two args (params) and any args after the batched ones are replicated.
-    """
-    mesh = batch_mesh()
-    rep, bat = NamedSharding(mesh, P()), NamedSharding(mesh, P(BATCH_AXIS))
-    return jax.jit(program, in_shardings=(rep, rep) + (bat,) * num_batched_in + (rep,),
-                   out_shardings=(bat,) * num_batched_out), mesh
-
-
-def replicate(tree):
-    """Put params on every local device (the sampler's layout); a no-op when already there.
-
-    Call it once on numpy params (e.g. from the converter) to avoid a host copy per call.
-    """
-    return jax.device_put(tree, NamedSharding(batch_mesh(), P()))
-
-
 @functools.lru_cache(maxsize=32)
-def _compiled_sampler(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts: SamplerOptions,
-                      refiner_cfg: VARConfig | None = None):
-    program = functools.partial(_sample_program, var_cfg=var_cfg, vae_cfg=vae_cfg, opts=opts,
+def compiled_sampler(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts: SamplerOptions,
+                     spread: bool = True, refiner_cfg: VARConfig | None = None):
+    """(jitted `_program`, mesh or None). spread: batch split over the local devices, params
+    replicated (`sample`, `edit`); False: compiled for whatever shardings the params have
+    (the trainer's FSDP params), inputs replicated."""
+    program = functools.partial(_program, var_cfg=var_cfg, vae_cfg=vae_cfg, opts=opts,
                                 refiner_cfg=refiner_cfg)
-    return compile_batched(program, num_batched_in=2, num_batched_out=2)
+    if not spread:
+        return jax.jit(program), None
+    return sharding.compile_batched(program, num_batched_in=3, num_batched_out=2)
 
 
 def per_image_keys(rng, batch: int):
@@ -181,15 +169,6 @@ def per_image_keys(rng, batch: int):
     return rng
 
 
-def pad_to_devices(n_devices: int, *arrays_B):
-    """Pad batched arrays (repeating the last item) so the batch divides the device count."""
-    B = arrays_B[0].shape[0]
-    pad = (-B) % n_devices
-    if pad == 0:
-        return arrays_B
-    return tuple(jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) for a in arrays_B)
-
-
 def check_options(cfg: float, top_k: int, top_p: float, vocab_size: int) -> None:
     if not np.isfinite(cfg):
         raise ValueError(f"cfg={cfg} must be a finite number (1.5 is the paper's FID setting).")
@@ -197,6 +176,31 @@ def check_options(cfg: float, top_k: int, top_p: float, vocab_size: int) -> None
         raise ValueError(f"top_k={top_k} must be an int >= 0 (0 disables it; V={vocab_size}).")
     if not 0.0 <= top_p < 1.0:
         raise ValueError(f"top_p={top_p} must be in [0, 1) (0 disables it).")
+
+
+def run_sampler(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, labels, rng,
+                cfg: float, opts: SamplerOptions, edit_B=None, spread: bool = True,
+                refiner: Refiner | None = None):
+    """Validate, one key per image, pad the batch to the devices, run `compiled_sampler`,
+    unpad: (images (B, H, W, 3) float32 in [0, 1], idx (B, L) int32). The inputs go in as
+    host numpy arrays, so they enter the program the same on every host."""
+    var_cfg.check_compatible(vae_cfg)
+    labels_B = var_cfg.check_labels(labels)
+    if labels_B.size == 0:
+        raise ValueError("labels is empty; give at least one class id.")
+    check_options(cfg, opts.top_k, opts.top_p, var_cfg.vocab_size)
+    B = labels_B.shape[0]
+    key_data_B = np.asarray(jax.random.key_data(per_image_keys(rng, B)))
+    fn, mesh = compiled_sampler(var_cfg, vae_cfg, opts, spread,
+                                None if refiner is None else refiner.cfg)
+    models_params = (var_params, None if refiner is None else refiner.params)
+    batched = (labels_B, key_data_B) + (() if edit_B is None else (edit_B[0], *edit_B[1]))
+    if mesh is not None:
+        models_params, vae_params = sharding.replicate((models_params, vae_params))
+        batched = sharding.pad_to_devices(mesh.size, *batched)
+    edit_in = None if edit_B is None else (batched[2], tuple(batched[3:]))
+    imgs, idx = fn(models_params, vae_params, batched[0], batched[1], edit_in, np.float32(cfg))
+    return imgs[:B], idx[:B]
 
 
 def sample(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, labels, rng,
@@ -217,25 +221,14 @@ def sample(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConfig, lab
     batch, top_k, top_p, more_smooth, progress, refiner config, draft_scales, prune_ratio,
     prune_scales); cfg is a runtime value. With several local devices the batch is sharded.
     """
-    var_cfg.check_compatible(vae_cfg)
-    labels_B = var_cfg.check_labels(labels)
-    if labels_B.size == 0:
-        raise ValueError("labels is empty; give at least one class id.")
-    check_options(cfg, top_k, top_p, var_cfg.vocab_size)
     refiner = None if refiner is None else Refiner(*refiner)
     refiner_cfg = None if refiner is None else refiner.cfg
     if refiner_cfg is not None:
         refiner_cfg.check_compatible(vae_cfg)
     check_fast_options(var_cfg, refiner_cfg, draft_scales, prune_ratio, prune_scales)
-    keys_B = per_image_keys(rng, labels_B.shape[0])
     opts = SamplerOptions(int(top_k), float(top_p), bool(more_smooth), bool(progress),
                           None if draft_scales is None else int(draft_scales), float(prune_ratio),
                           int(prune_scales))
-    fn, mesh = _compiled_sampler(var_cfg, vae_cfg, opts, refiner_cfg)
-    models_params = (var_params, None if refiner is None else refiner.params)
-    models_params, vae_params = replicate((models_params, vae_params))
-    B = labels_B.shape[0]
-    labels_p, keys_p = pad_to_devices(mesh.size, jnp.asarray(labels_B), keys_B)
-    imgs, idx = fn(models_params, vae_params, labels_p, keys_p, jnp.float32(cfg))
-    imgs, idx = imgs[:B], idx[:B]
+    imgs, idx = run_sampler(var_params, vae_params, var_cfg, vae_cfg, labels, rng, cfg, opts,
+                            refiner=refiner)
     return (imgs, idx) if return_indices else imgs

@@ -112,65 +112,19 @@ def _is_box(x) -> bool:
     return isinstance(x, nn.LogicallyPartitioned)
 
 
-def unbox(tree):
-    """The values of a tree with `nn.LogicallyPartitioned` boxes (no sharding constraint added,
-    so it also works on abstract trees outside `jax.jit`)."""
-    return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
+def param_shardings(tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+    """NamedShardings for a tree of arrays or ShapeDtypeStructs (params, a whole train state).
 
-
-def _key_name(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def _names(path) -> tuple[str, ...]:
-    return tuple(_key_name(k) for k in path)
-
-
-def param_shardings(params, mesh: Mesh, rules=LOGICAL_AXIS_RULES, logical_axes=None):
-    """NamedShardings for a params tree (arrays or ShapeDtypeStructs, plain or boxed).
-
-    A leaf boxed as `nn.LogicallyPartitioned` (or given names in `logical_axes`, a tree of
-    PartitionSpecs of logical names with the structure of the unboxed params) follows `rules`;
-    other leaves get `fallback_sharding`. Returns a tree with the structure of `nn.unbox(params)`.
+    A leaf boxed as `nn.LogicallyPartitioned` follows its names through `rules` (as
+    `nn.logical_to_mesh_sharding` of `nn.get_partition_spec`, but replicating a dim its mesh
+    axes do not divide); unnamed leaves get `fallback_sharding`. Returns a tree with the
+    structure of `nn.meta.unbox(tree)`.
     """
-    if logical_axes is not None:
-        plain = unbox(params)
-        return jax.tree.map(lambda x, names: _logical_sharding(tuple(names), x.shape, mesh, rules),
-                            plain, logical_axes, is_leaf=lambda x: isinstance(x, P))
-
     def one(x):
         if _is_box(x):
             return _logical_sharding(x.names, x.value.shape, mesh, rules)
         return fallback_sharding(x.shape, mesh)
-    return jax.tree.map(one, params, is_leaf=_is_box)
-
-
-def shardings_like(tree, params, params_sharding, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
-    """Shardings for a tree that holds copies of params (optimizer moments, EMA, ...).
-
-    A leaf whose key path ends with a parameter's path (and has its shape) gets that parameter's
-    sharding; boxed leaves follow their names; anything else (step counters, other arrays) gets
-    `fallback_sharding` (scalars are replicated).
-    """
-    by_path = {}
-    for (path, p), s in zip(jax.tree_util.tree_leaves_with_path(unbox(params)),
-                            jax.tree.leaves(params_sharding)):
-        by_path[_names(path)] = (tuple(p.shape), s)
-    longest = max((len(k) for k in by_path), default=0)
-
-    def one(path, x):
-        if _is_box(x):
-            return _logical_sharding(x.names, x.value.shape, mesh, rules)
-        names = _names(path)
-        for n in range(min(longest, len(names)), 0, -1):
-            hit = by_path.get(names[-n:])
-            if hit is not None and hit[0] == tuple(x.shape):
-                return hit[1]
-        return fallback_sharding(x.shape, mesh)
-    return jax.tree_util.tree_map_with_path(one, tree, is_leaf=_is_box)
+    return jax.tree.map(one, tree, is_leaf=_is_box)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -195,6 +149,39 @@ def global_batch(host_batch: dict, mesh: Mesh) -> dict:
                              f"{n}; use a batch size that is a multiple of {n}.")
         return jax.make_array_from_process_local_data(sharding, x)
     return jax.tree.map(one, host_batch)
+
+
+# ------------------------------------------------------------- inference: one host's devices
+def batch_mesh() -> Mesh:
+    """A 1-D mesh over this process's devices, its axis named as the training mesh's "data"."""
+    devices = jax.local_devices()
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
+
+
+def replicate(tree):
+    """Put params on every local device (the sampler's layout); a no-op when already there.
+
+    Call it once on numpy params (e.g. from the converter) to avoid a host copy per call.
+    """
+    return jax.device_put(tree, replicated(batch_mesh()))
+
+
+def compile_batched(program, num_batched_in: int, num_batched_out: int):
+    """(jax.jit of `program(params_a, params_b, *batched, *replicated)`, its mesh): the batched
+    args and all outputs split by example over `batch_mesh()`, the rest replicated."""
+    mesh = batch_mesh()
+    rep, bat = replicated(mesh), NamedSharding(mesh, P("data"))
+    return jax.jit(program, in_shardings=(rep, rep) + (bat,) * num_batched_in + (rep,),
+                   out_shardings=(bat,) * num_batched_out), mesh
+
+
+def pad_to_devices(n_devices: int, *arrays_B):
+    """Pad batched arrays (repeating the last item) so the batch divides the device count."""
+    pad = (-arrays_B[0].shape[0]) % n_devices
+    if pad == 0:
+        return arrays_B
+    return tuple(np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in arrays_B)
 
 
 _MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")

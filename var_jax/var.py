@@ -247,21 +247,13 @@ def _dummy_inputs(cfg: VARConfig):
             jnp.zeros((1, cfg.seq_len - cfg.first_l, cfg.vae_channels), jnp.float32))
 
 
-def _boxed_init(cfg: VARConfig, rng):
-    return VAR(cfg).init({"params": rng}, *_dummy_inputs(cfg))["params"]
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def init_var_params(cfg: VARConfig, rng):
-    """The paper's initialisation as plain (unboxed) float32 params.
+@functools.partial(jax.jit, static_argnums=0, static_argnames="boxed")
+def init_var_params(cfg: VARConfig, rng, boxed: bool = False):
+    """The paper's initialisation as float32 params: plain, or (boxed=True) in their
+    nn.LogicallyPartitioned boxes, whose logical axis names the trainer's shardings follow.
 
     Jitted, so the dummy forward pass is pruned; works under `jax.eval_shape` and
-    `jax.jit(..., out_shardings=...)`. Logical axes: `var_param_logical_axes(cfg)`.
+    `jax.jit(..., out_shardings=...)`.
     """
-    return nn.meta.unbox(_boxed_init(cfg, rng))
-
-
-def var_param_logical_axes(cfg: VARConfig):
-    """Pytree (same structure as the params) of PartitionSpecs over logical axis names."""
-    boxed = jax.eval_shape(functools.partial(_boxed_init, cfg), jax.random.key(0))
-    return nn.get_partition_spec(boxed)
+    params = VAR(cfg).init({"params": rng}, *_dummy_inputs(cfg))["params"]
+    return params if boxed else nn.meta.unbox(params)

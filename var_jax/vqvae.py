@@ -116,6 +116,11 @@ class VQVAE(nn.Module):
         self._check_fhat(f_hat_BhwC)
         return jnp.clip(self.decoder(self.post_quant_conv(f_hat_BhwC)), -1.0, 1.0)
 
+    def decode_per_scale(self, idx_list: Sequence[jax.Array]) -> jax.Array:
+        """Token maps -> (K, B, H, W, 3) in [-1, 1]: the decode of the running f_hat after each
+        scale, coarse to fine (the last one is the reconstruction); one decoder is compiled."""
+        return jax.lax.map(self.decode_fhat, jnp.stack(self.indices_to_fhat(idx_list)))
+
     def teacher_forcing_input(self, idx_list: Sequence[jax.Array]) -> jax.Array:
         """Token maps (all K scales, or the first K-1) -> transformer input (B, L-pn0^2, Cvae)."""
         _check_index_values(idx_list, self.cfg.vocab_size)

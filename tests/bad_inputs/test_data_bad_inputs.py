@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from train_helpers import tiny_var_config
-from var_jax.commands.reconstruct import load_image
+from var_jax.image_io import load_image
 from var_jax.data.augment import UnreadableImageError, decode_rgb
 from var_jax.train.var_task import VARTask
 

@@ -2,16 +2,14 @@
 (what it is, how to make it, the exception type expected, a phrase of the message)."""
 import io
 import os
-import sys
 import zipfile
 import zlib
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "weights"))
-import pth_craft as c  # noqa: E402
-from var_jax.weights.torch_zip import (CorruptCheckpointError, UnsafeCheckpointError,  # noqa: E402
+import pth_craft as c
+from var_jax.weights.torch_zip import (CorruptCheckpointError, UnsafeCheckpointError,
                                        load_torch_state_dict)
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "golden")

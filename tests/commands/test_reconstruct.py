@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from var_jax.commands import reconstruct
-from var_jax.commands.reconstruct import list_images, load_image
+from var_jax.commands.reconstruct import list_images
+from var_jax.image_io import load_image
 
 GOLDEN_VAE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "golden", "vae.pth")
 GOLDEN_IO = os.path.join(os.path.dirname(__file__), "..", "fixtures", "golden", "vae_io.npz")
@@ -42,7 +43,7 @@ def test_reconstructs_files_and_folders(tmp_path, capsys):
         recon = np.asarray(Image.open(out / f"{stem}_recon.png"))
         pyramid = np.asarray(Image.open(out / f"{stem}_pyramid.png"))
         assert recon.shape == (64, 64, 3) and recon.dtype == np.uint8
-        assert pyramid.shape == (64, 64 * 5, 3)  # input + one decode per scale
+        assert pyramid.shape == (64, 5 * 66 - 2, 3)  # input + one decode per scale, 2 px gaps
         np.testing.assert_array_equal(pyramid[:, -64:], recon)  # last scale = reconstruction
     np.testing.assert_array_equal(np.asarray(Image.open(out / "golden_pyramid.png"))[:, :64],
                                   pixels)

@@ -8,7 +8,7 @@ import sys
 import pytest
 from PIL import Image
 
-from var_jax.demo.run import BORDER, ZOOM
+from var_jax.demo.run import GAP, ZOOM
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,11 @@ def test_fast_demo_reports_writes_and_reuses(tmp_path, demo_env):
     assert float(accuracy.group(1)) > 90.0, stdout   # the judge itself is good
 
     run_dir = tmp_path / "fast-16px-seed3"
-    cell = 16 * ZOOM + 2 * BORDER
+    cell = 16 * ZOOM + GAP
     with Image.open(run_dir / "samples.png") as grid:   # a row per digit, 2 samples each
-        assert grid.size == (2 * cell, 10 * cell)
+        assert grid.size == (2 * cell - GAP, 10 * cell - GAP)
     with Image.open(run_dir / "pyramid.png") as pyramid:   # one image per scale (1,2,3,4)
-        assert pyramid.size == (4 * cell, cell)
+        assert pyramid.size == (4 * cell - GAP, cell - GAP)
     scores = json.loads((run_dir / "scores.json").read_text())["scores"]
     assert f"{100 * scores['class_agreement']:.1f}" == agreement.group(1)
     assert scores["num_samples"] == 20

@@ -80,17 +80,13 @@ def test_mfu_uses_the_peak_of_the_device_kind():
         device_kind = "NVIDIA H100 80GB HBM3"
     assert metrics_lib.peak_flops("TPU v5 lite") == 197e12
     assert metrics_lib.peak_flops("NVIDIA H100 PCIe") == 756e12
-    assert metrics_lib.mfu(0.93e12, 74.0 * 8, [Dev()] * 8) == pytest.approx(0.93e12 * 74 / 989e12)
-    assert metrics_lib.mfu(1e9, 10.0, jax.devices()[:1]) is None or jax.default_backend() != "cpu"
+    # 0.93 TFLOP/image at 74 images/s per H100 SXM (989 TFLOP/s bf16 dense): 6.96 %
+    assert metrics_lib.mfu(0.93e12, 74.0 * 8, [Dev()] * 8) == pytest.approx(0.0695854, rel=1e-5)
 
-
-def test_sample_grid_png(tmp_path):
-    from PIL import Image
-    imgs = np.random.default_rng(0).uniform(size=(5, 8, 6, 3))
-    path = metrics_lib.write_grid_png(imgs, tmp_path / "s" / "grid.png")
-    arr = np.asarray(Image.open(path))
-    assert arr.shape == (16, 18, 3)                      # 3 columns x 2 rows
-    np.testing.assert_allclose(arr[:8, :6] / 255, imgs[0], atol=1 / 255)
+    class Cpu:
+        device_kind = "cpu"
+    assert metrics_lib.mfu(1e9, 10.0, [Cpu()]) is None          # unknown peak
+    assert metrics_lib.mfu(None, 10.0, [Dev()]) is None          # unknown FLOPs
 
 
 def test_experiment_overrides(tmp_path):

@@ -176,14 +176,23 @@ def test_a_few_hundred_steps_learn_the_class_to_token_map(tiny_run):
     assert 0.0 <= float(metrics["acc_tail"]) <= 1.0
 
 
-def test_sample_hook_gives_one_image_per_class_in_unit_range(tiny_run):
+def test_sample_hook_equals_sampling_sample_with_the_same_keys(tiny_run):
+    from var_jax import sampling
+
     task, state, mesh, _ = tiny_run
-    with sharding.activate(mesh):
-        images = task.sample(state, jax.random.key(0))
-        again = task.sample(state, jax.random.key(0))
-    chex.assert_shape(images, (2, TINY_VAE.image_size, TINY_VAE.image_size, 3))
-    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
-    np.testing.assert_array_equal(images, again)
+    cfg = task.config
+    with sharding.activate(mesh):      # the hook runs on the training mesh's (FSDP) params
+        images = task.sample(state, jax.random.key(3))
+    chex.assert_shape(images, (len(cfg.sample_classes), TINY_VAE.image_size,
+                               TINY_VAE.image_size, 3))
+    want = sampling.sample(jax.device_get(state.eval_params), jax.device_get(state.frozen),
+                           cfg.var, cfg.vae, cfg.sample_classes, rng=jax.random.key(3),
+                           cfg=cfg.sample_cfg, top_k=cfg.sample_top_k, top_p=cfg.sample_top_p)
+    np.testing.assert_allclose(np.asarray(images), np.asarray(want), atol=1e-5)
+    other = sampling.sample(jax.device_get(state.eval_params), jax.device_get(state.frozen),
+                            cfg.var, cfg.vae, cfg.sample_classes, rng=jax.random.key(4),
+                            cfg=cfg.sample_cfg, top_k=cfg.sample_top_k, top_p=cfg.sample_top_p)
+    assert np.abs(np.asarray(other) - np.asarray(want)).max() > 1e-3   # the keys matter
 
 
 def test_a_trained_tokenizer_is_loaded_onto_the_frozen_shardings(tiny_run, tmp_path):

@@ -77,9 +77,8 @@ class ToyTask(Task):
 
     def optimizer(self):
         loop = self.config.loop
-        tx, self.lr = make_optimizer(self.config.optim, global_batch=loop.global_batch,
-                                     total_steps=loop.total_steps)
-        return tx
+        return make_optimizer(self.config.optim, global_batch=loop.global_batch,
+                              total_steps=loop.total_steps)
 
     def _loss(self, params, batch, rng):
         x = batch["x"] + self.config.input_noise * jax.random.normal(rng, batch["x"].shape)
@@ -91,7 +90,7 @@ class ToyTask(Task):
         (loss, aux), grads = value_and_grad_accumulated(self._loss, state.params, batch, rng,
                                                         self.config.loop.grad_accum)
         new = state.apply_gradients(grads)
-        return new, {"loss": loss, **aux, "lr": self.lr(state.step)}
+        return new, {"loss": loss, **aux}
 
     def eval_step(self, state, batch):
         loss, aux = self._loss(state.eval_params, batch, jax.random.key(0))

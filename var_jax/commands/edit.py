@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from var_jax.commands.reconstruct import load_image
-    from var_jax.commands.sample import check_classes, check_sampling, save_grid
+    from var_jax.commands.sample import check_classes, check_sampling
     from var_jax.editing import edit
+    from var_jax.image_io import load_image, save_grid
     from var_jax.outputs import check_output_file
 
     check_output_file(args.out, "--out", image=True)
@@ -111,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
         outs.append(np.asarray(imgs)[:n])
         say(f"  {n} edits in {time.perf_counter() - t:.1f} s")
     shown = np.where(mask[..., None], 0.5, img)
-    save_grid(np.concatenate([img[None], shown[None]] + outs), args.out, args.num + 2)
+    save_grid(args.out, np.concatenate([img[None], shown[None]] + outs), args.num + 2)
     print(f"wrote input, masked input and {args.num} edits to {args.out}")
     return 0

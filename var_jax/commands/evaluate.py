@@ -71,11 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                   "devices); how often progress is saved, it does not change the samples")
 
 
-def _to_uint8(imgs_BHW3):
-    import numpy as np
-    return np.clip(np.floor(np.asarray(imgs_BHW3) * 255.0 + 0.5), 0, 255).astype(np.uint8)
-
-
 def _check_reference(args) -> None:
     """Fail before sampling, not after, on a --reference that cannot be read."""
     if args.reference is None:
@@ -165,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from var_jax.evaluation.fingerprint import path_fingerprint
     from var_jax.evaluation.sample_set import (SAMPLES_FILE, SampleSet, assemble,
                                                check_settings, position_labels)
+    from var_jax.image_io import to_uint8
     from var_jax.sampling import sample
     from var_jax.sharding import maybe_initialize_distributed
 
@@ -198,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     check_settings(args.out, settings)
 
     def sample_fn(labels, keys):
-        return _to_uint8(sample(var_params, vae_params, var_cfg, vae_cfg, labels, keys,
+        return to_uint8(sample(var_params, vae_params, var_cfg, vae_cfg, labels, keys,
                                 cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
                                 more_smooth=args.more_smooth, **fast))
 

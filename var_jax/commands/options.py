@@ -75,7 +75,7 @@ def fast_sampling_kwargs(args: argparse.Namespace, var_cfg) -> dict:
     """`sampling.sample` keyword arguments of the fast-sampling flags (the refiner loaded)."""
     from var_jax.convert import load_weights
     from var_jax.fast_sampling import check_fast_options
-    from var_jax.sampling import replicate
+    from var_jax.sharding import replicate
 
     if args.draft_scales is not None and args.refiner is None:
         raise ValueError("--draft-scales needs --refiner PATH (the model for the later scales).")
@@ -106,7 +106,7 @@ def load_models(var_path: str, vae_path: str, patch_nums: str | tuple[int, ...] 
     """(var_cfg, var_params, vae_cfg, vae_params) on the devices; the tokenizer takes the
     transformer's scales (a converted tokenizer must have been converted with them)."""
     from var_jax.convert import load_weights, parse_patch_nums
-    from var_jax.sampling import replicate
+    from var_jax.sharding import replicate
 
     pns = parse_patch_nums(patch_nums) if isinstance(patch_nums, str) else patch_nums
     var_cfg, var_params = load_weights(var_path, "var", pns, flag="--var")

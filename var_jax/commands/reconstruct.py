@@ -46,30 +46,6 @@ def list_images(paths: list[str]) -> list[str]:
     return out
 
 
-def load_image(path: str, size: int):
-    """RGB float32 (size, size, 3) in [-1, 1]: shorter side resized to `size` (Lanczos), centre
-    crop. Raises ValueError naming the file if it cannot be decoded."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    from var_jax.data.augment import UnreadableImageError, to_rgb
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = to_rgb(im)
-    except (UnidentifiedImageError, UnreadableImageError, OSError, SyntaxError,
-            ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    w, h = im.size
-    scale = size / min(w, h)
-    im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))),
-                   Image.Resampling.LANCZOS)
-    left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-    im = im.crop((left, top, left + size, top + size))
-    return np.asarray(im, np.float32) / 127.5 - 1.0
-
-
 def load_tokenizer(args: argparse.Namespace):
     """(VQVAEConfig, params) of --vae; --image-size / --patch-nums only for a .pth."""
     from var_jax.convert import load_weights, parse_patch_nums
@@ -83,12 +59,6 @@ def load_tokenizer(args: argparse.Namespace):
     return load_weights(args.vae, "vae", pns, image_size=args.image_size, flag="--vae")
 
 
-def _to_uint8(x):
-    import numpy as np
-
-    return np.clip(np.round((np.asarray(x) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def _output_stems(files: list[str]) -> list[str]:
     stems, seen = [], {}
     for f in files:
@@ -100,13 +70,11 @@ def _output_stems(files: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from var_jax import atomic
-    from var_jax.vqvae import VQVAE
-
+    from var_jax.image_io import load_image, save_grid, to_uint8
     from var_jax.outputs import check_output_dir
+    from var_jax.vqvae import VQVAE
 
     check_output_dir(args.out, "--out")
     check_positive("--batch-size", args.batch_size)
@@ -116,12 +84,10 @@ def run(args: argparse.Namespace) -> int:
     model = VQVAE(cfg)
 
     @jax.jit
-    def reconstruct(params, imgs_BHW3):
+    def reconstruct(params, imgs_BHW3):   # (K, B, H, W, 3) in [-1, 1]
         v = {"params": params}
-        fhats = model.apply(v, model.apply(v, imgs_BHW3, method="encode_indices"),
-                            method="indices_to_fhat")
-        decode = lambda f_hat: model.apply(v, f_hat, method="decode_fhat")
-        return jax.lax.map(decode, jnp.stack(fhats))  # (K, B, H, W, 3), one decoder compiled
+        return model.apply(v, model.apply(v, imgs_BHW3, method=VQVAE.encode_indices),
+                           method=VQVAE.decode_per_scale)
 
     os.makedirs(args.out, exist_ok=True)
     stems, bs = _output_stems(files), args.batch_size
@@ -131,16 +97,16 @@ def run(args: argparse.Namespace) -> int:
             say(f"{len(files)} images, {bs} per call; compiling (first call only)...")
         padded = np.concatenate([batch, np.zeros((bs - len(batch),) + batch.shape[1:],
                                                  batch.dtype)])  # one static shape
-        per_scale = np.asarray(reconstruct(params, jnp.asarray(padded)))[:, :len(batch)]
+        per_scale = to_uint8(reconstruct(params, padded)[:, :len(batch)], low=-1.0)
         for i, stem in enumerate(stems[start:start + len(batch)]):
-            recon, original = _to_uint8(per_scale[-1, i]), _to_uint8(batch[i])
+            recon, original = per_scale[-1, i], to_uint8(batch[i], low=-1.0)
             mse = np.mean((recon.astype(np.float64) - original) ** 2)
             psnr = 10 * np.log10(255.0 ** 2 / max(mse, 1e-10))
-            pyramid = np.concatenate([original] + [_to_uint8(x) for x in per_scale[:, i]], 1)
             recon_path = os.path.join(args.out, f"{stem}_recon.png")
             pyramid_path = os.path.join(args.out, f"{stem}_pyramid.png")
-            atomic.write_image(recon_path, recon)
-            atomic.write_image(pyramid_path, pyramid)
+            save_grid(recon_path, recon[None], cols=1)
+            save_grid(pyramid_path, np.concatenate([original[None], per_scale[:, i]]),
+                      cols=len(per_scale) + 1)
             print(f"[{start + i + 1}/{len(files)}] {files[start + i]}: PSNR {psnr:.2f} dB -> "
                   f"{recon_path}, {pyramid_path}")
     return 0

@@ -9,7 +9,7 @@ from var_jax.commands.options import (add_fast_sampling_arguments, add_model_arg
                                       load_models, say)
 
 __all__ = ["HELP", "add_arguments", "check_classes", "check_sampling", "load_models",
-           "parse_classes", "run", "save_grid"]
+           "parse_classes", "run"]
 
 HELP = ("Generate class-conditional images with a VAR transformer and the VQ-VAE tokenizer "
         "(released .pth files, converted/exported dirs or training work dirs); writes a PNG grid.")
@@ -56,28 +56,11 @@ def check_sampling(args: argparse.Namespace) -> None:
         raise ValueError(f"--top-p={args.top_p} must be in [0, 1) (0 turns it off).")
 
 
-def save_grid(imgs_BHW3, path: str, nrow: int) -> None:
-    """Images in [0, 1] -> one PNG, `nrow` per row, 2-pixel white gaps."""
-    import numpy as np
-
-    from var_jax import atomic
-
-    imgs = np.clip(np.round(np.asarray(imgs_BHW3) * 255.0), 0, 255).astype(np.uint8)
-    B, H, W, _ = imgs.shape
-    cols = max(1, min(nrow, B))
-    rows = -(-B // cols)
-    gap = 2
-    grid = np.full((rows * (H + gap) - gap, cols * (W + gap) - gap, 3), 255, np.uint8)
-    for i, img in enumerate(imgs):
-        r, c = divmod(i, cols)
-        grid[r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = img
-    atomic.write_image(path, grid)
-
-
 def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
+    from var_jax.image_io import save_grid
     from var_jax.outputs import check_output_file
     from var_jax.sampling import sample
 
@@ -107,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
                       progress=True, **fast)
         chunks.append(np.asarray(imgs)[:n])
         say(f"  {n} images in {time.perf_counter() - t:.1f} s")
-    save_grid(np.concatenate(chunks), args.out, args.nrow)
+    save_grid(args.out, np.concatenate(chunks), args.nrow)
     print(f"wrote {labels.size} images to {args.out}")
     return 0

@@ -13,8 +13,8 @@ from var_jax.demo.judge import DigitsJudge, Scores, score_samples, to_judge_pixe
 from var_jax.demo.report import StageSummary, format_report, write_scores_json
 from var_jax.evaluation.frechet import frechet_distance_of_features
 
-ZOOM = 4     # pixels per image pixel in the PNGs, so 16px digits are visible
-BORDER = 2   # white pixels around every image in the PNGs
+ZOOM = 4   # pixels per image pixel in the PNGs, so 16px digits are visible
+GAP = 4    # white pixels between images (the digits are white on black: no gap, no edges)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,28 +84,6 @@ def train_transformer(settings: DemoSettings, run_dir: str, tokenizer_dir: str):
     return state.eval_params, _summary("transformer", workdir, steps, seconds, reused)
 
 
-def per_scale_images(vae_params, vae_cfg, idx_BL: np.ndarray) -> np.ndarray:
-    """(K, B, H, W, 3) in [0, 1]: the decode of the running f_hat after each scale."""
-    import jax
-    import jax.numpy as jnp
-
-    from var_jax.configs import scale_begin_ends
-    from var_jax.vqvae import VQVAE
-
-    model, v = VQVAE(vae_cfg), {"params": vae_params}
-    idx_list = [jnp.asarray(idx_BL[:, b:e]) for b, e in scale_begin_ends(vae_cfg.patch_nums)]
-    f_hats = model.apply(v, idx_list, method=VQVAE.indices_to_fhat)
-    imgs = jax.lax.map(lambda f: model.apply(v, f, method=VQVAE.decode_fhat), jnp.stack(f_hats))
-    return (np.asarray(imgs) + 1.0) / 2.0
-
-
-def _for_png(imgs_NHW3: np.ndarray) -> np.ndarray:
-    """Enlarge ZOOM times and frame each image with a white border (the digits are white on
-    black, so unframed neighbours would run together)."""
-    big = np.repeat(np.repeat(imgs_NHW3, ZOOM, 1), ZOOM, 2)
-    return np.pad(big, ((0, 0), (BORDER, BORDER), (BORDER, BORDER), (0, 0)), constant_values=1.0)
-
-
 def run_demo(settings: DemoSettings, workdir: str) -> DemoResult:
     """Train both models (reusing finished ones in `workdir`), sample a row per class, write the
     grid and one sample's pyramid; on the digits, judge the samples. The trainings' seed also
@@ -113,8 +91,10 @@ def run_demo(settings: DemoSettings, workdir: str) -> DemoResult:
     import jax
 
     from var_jax import sample
+    from var_jax.configs import scale_begin_ends
     from var_jax.convert import load_weights
-    from var_jax.train.metrics import write_grid_png
+    from var_jax.image_io import save_grid
+    from var_jax.vqvae import VQVAE
 
     t_start = time.perf_counter()
     run_dir = os.path.abspath(os.path.join(workdir, settings.name))
@@ -132,12 +112,13 @@ def run_demo(settings: DemoSettings, workdir: str) -> DemoResult:
                                rng=jax.random.key(seed), cfg=settings.cfg, top_k=settings.top_k,
                                top_p=settings.top_p, return_indices=True)
     imgs_BHW3, idx_BL = np.asarray(imgs_BHW3), np.asarray(idx_BL)
-    pyramid_KHW3 = per_scale_images(vae_params, vae_cfg, idx_BL[:1])[:, 0]
+    first_idx = [idx_BL[:1, b:e] for b, e in scale_begin_ends(vae_cfg.patch_nums)]
+    pyramid_KHW3 = np.asarray(VQVAE(vae_cfg).apply({"params": vae_params}, first_idx,
+                                                   method=VQVAE.decode_per_scale))[:, 0]
     outputs = {
-        "samples": write_grid_png(_for_png(imgs_BHW3), os.path.join(run_dir, "samples.png"),
-                                  cols=n),
-        "pyramid": write_grid_png(_for_png(pyramid_KHW3), os.path.join(run_dir, "pyramid.png"),
-                                  cols=len(pyramid_KHW3)),
+        "samples": save_grid(os.path.join(run_dir, "samples.png"), imgs_BHW3, n, GAP, ZOOM),
+        "pyramid": save_grid(os.path.join(run_dir, "pyramid.png"), (pyramid_KHW3 + 1.0) / 2.0,
+                             len(pyramid_KHW3), GAP, ZOOM),
     }
     stages = [tok_stage, var_stage]
     sampling = f"cfg {settings.cfg}, top-k {settings.top_k}, top-p {settings.top_p}"

@@ -12,9 +12,10 @@ import os
 
 import numpy as np
 
-from var_jax.evaluation.atomic import write_npz
+from var_jax.atomic import write_npz
 from var_jax.evaluation.features import activations_of, check_images, inception_activations
 from var_jax.evaluation.frechet import feature_statistics
+from var_jax.image_io import to_uint8
 
 DEFAULT_KEEP = 10_000     # reference pool features kept for precision/recall (as the evaluator)
 
@@ -108,8 +109,7 @@ def reference_from_source(source: str, split: str, image_size: int, params,
                 imgs = imgs[:max(limit - seen, 0)]
             if len(imgs) == 0:
                 break
-            u8 = np.clip(np.round((imgs + 1.0) * 127.5), 0, 255).astype(np.uint8)
-            act = inception_activations(params, u8, protocol)
+            act = inception_activations(params, to_uint8(imgs, low=-1.0), protocol)
             pool_m.add(act.pool)
             spatial_m.add(act.spatial)
             kept.append(act.pool[:max(keep - seen, 0)])

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from var_jax.atomic import write_json
-from var_jax.evaluation.atomic import atomic_stream, write_npz
+from var_jax.atomic import open_atomic, write_npz
 
 CHUNK_DIR = "chunks"
 SETTINGS_FILE = "settings.json"
@@ -184,7 +184,7 @@ def assemble(out_dir: str, num: int, with_features: bool) -> dict:
     feats: dict[str, list] = {k: [] for k in FEATURE_KEYS} if with_features else {}
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
               "shape": shape}
-    with atomic_stream(os.path.join(out_dir, SAMPLES_FILE)) as f:
+    with open_atomic(os.path.join(out_dir, SAMPLES_FILE)) as f:
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open("arr_0.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array_header_2_0(member, header)

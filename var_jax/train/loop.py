@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ import optax
 from etils import epath
 
 from var_jax import checkpoint as ckpt_lib
-from var_jax import sharding
+from var_jax import image_io, sharding
 from var_jax.train import metrics as metrics_lib
 from var_jax.train.input import default_streams
 from var_jax.train.state import TrainState
@@ -65,17 +66,14 @@ class Task:
         """Fresh trainable params (plain, or boxed with nn.with_logical_partitioning)."""
         raise NotImplementedError
 
-    def optimizer(self) -> optax.GradientTransformation:
+    def optimizer(self) -> tuple[optax.GradientTransformation, Callable]:
+        """(tx, lr_fn): the optimizer and its learning rate of a step (logged as "lr")."""
         raise NotImplementedError
 
     def train_step(self, state: TrainState, batch: dict, rng: jax.Array):
         """Pure: (state, global batch, PRNG key) -> (new state, dict of scalar metrics).
         The metrics must hold "loss" (checked for NaN/inf)."""
         raise NotImplementedError
-
-    def logical_axes(self):
-        """PartitionSpecs of logical axis names for plain params (or None)."""
-        return None
 
     def init_extra(self):
         """Trainer-specific arrays the step updates besides params (e.g. codebook statistics),
@@ -113,10 +111,11 @@ def _config_dict(config) -> dict:
 def state_initializer(task: Task, loop: LoopConfig, mesh):
     """(init_fn(key) -> TrainState (boxes kept), abstract state with shardings, shardings).
 
-    The shardings come from `jax.eval_shape`: params follow their logical names (or the fsdp
-    fallback), optimizer moments and EMA follow the params, the rest the fallback.
+    The shardings come from `jax.eval_shape` of the boxed state: the optimizer moments and the
+    EMA are built from the boxed params, so every copy of a param carries its logical names
+    (`sharding.param_shardings`); unnamed arrays (frozen, scalars) get the fsdp fallback.
     """
-    tx = task.optimizer()
+    tx, _ = task.optimizer()
 
     def init_fn(key):
         params_key, frozen_key, state_key = jax.random.split(key, 3)
@@ -125,10 +124,13 @@ def state_initializer(task: Task, loop: LoopConfig, mesh):
                                  extra=task.init_extra())
 
     boxed = jax.eval_shape(init_fn, jax.random.key(0))
-    params_sh = sharding.param_shardings(boxed.params, mesh, logical_axes=task.logical_axes())
-    shardings = sharding.shardings_like(boxed, boxed.params, params_sh, mesh)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            sharding.unbox(boxed), shardings)
+    shardings = sharding.param_shardings(boxed, mesh)
+
+    def abstract_leaf(x, s):   # the box's value, no constraint (not traced here)
+        x = x.value if isinstance(x, nn.LogicallyPartitioned) else x
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+    abstract = jax.tree.map(abstract_leaf, boxed, shardings,
+                            is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
     return init_fn, abstract, shardings
 
 
@@ -204,9 +206,13 @@ def _get(tree, dotted: str):
 
 
 def compile_train_step(task: Task, shardings, mesh):
-    """jax.jit of `task.train_step` with this step's key, sharded in and out, state donated."""
+    """jax.jit of `task.train_step` with this step's key, sharded in and out, state donated;
+    the metrics gain the step's "lr"."""
+    _, lr_fn = task.optimizer()
+
     def update(state, batch):
-        return task.train_step(state, batch, state.step_key())
+        new, metrics = task.train_step(state, batch, state.step_key())
+        return new, {**metrics, "lr": lr_fn(state.step)}
     return jax.jit(update, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
@@ -290,8 +296,9 @@ def _train(config, workdir: epath.Path, task: Task, streams: Streams, allow_tamp
         def write_samples(state, step: int) -> None:
             images = task.sample(state, jax.random.fold_in(sample_key, step))
             if images is not None and is_main:
-                metrics_lib.write_grid_png(jax.device_get(images),
-                                           workdir / "samples" / f"step_{step:08d}.png")
+                images = jax.device_get(images)
+                image_io.save_grid(workdir / "samples" / f"step_{step:08d}.png", images,
+                                   cols=math.ceil(math.sqrt(len(images))))
 
         # --------------------------------------------------------------------------------- loop
         writer = metrics_lib.MetricsWriter(workdir, resume_step=start,

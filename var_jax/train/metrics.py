@@ -122,19 +122,3 @@ def _tensorboard_writer(logdir: str):
     plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
     return (tf.summary.create_file_writer(logdir), tf,
             summary_pb2.SummaryMetadata(plugin_data=plugin))
-
-
-def write_grid_png(images_NHW3, path, cols: int | None = None) -> str:
-    """Tile images (float in [0, 1]) into one PNG; returns the path."""
-    imgs = np.clip(np.asarray(images_NHW3, np.float32), 0.0, 1.0)
-    n, h, w, c = imgs.shape
-    cols = cols or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.ones((rows * h, cols * w, c), np.float32)
-    for i, img in enumerate(imgs):
-        r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_image(path, np.round(grid * 255).astype(np.uint8).squeeze())
-    return str(path)

@@ -6,6 +6,7 @@ import math
 import re
 from typing import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -94,12 +95,14 @@ def decay_mask(params, no_decay_keys: Sequence[str] = NO_DECAY_KEYS):
     pattern = re.compile("|".join(map(re.escape, no_decay_keys))) if no_decay_keys else None
 
     def decays(path, x) -> bool:
+        x = x.value if isinstance(x, nn.LogicallyPartitioned) else x   # boxed at init
         names = _path_names(path)
         ndim = x.ndim - (names[0] == "blocks")
         if ndim <= 1 or names[-1] == "bias" or names[-1].endswith("_bias"):
             return False
         return not (pattern and any(pattern.search(n) for n in names))
-    return jax.tree_util.tree_map_with_path(decays, params)
+    return jax.tree_util.tree_map_with_path(decays, params,
+                                            is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
 def make_optimizer(cfg: OptimConfig, *, global_batch: int, total_steps: int,

@@ -33,14 +33,14 @@ class TrainState(struct.PyTreeNode):
     @classmethod
     def create(cls, *, params, tx: optax.GradientTransformation, rng: jax.Array,
                ema_decay: float | None = None, frozen=None, extra=None) -> "TrainState":
-        """`params` may be boxed (nn.LogicallyPartitioned): boxes are kept so sharding can read
-        their names, and the optimizer state is built from the unboxed values."""
+        """`params` may be boxed (nn.LogicallyPartitioned): boxes are kept, also in the
+        optimizer state and the EMA built from them, so sharding can read their names."""
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay={ema_decay} must be in (0, 1), or None for no EMA.")
         if jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
             rng = jax.random.key_data(rng)
         return cls(step=jnp.zeros((), jnp.int32), params=params,
-                   opt_state=tx.init(nn.unbox(params)), rng=jnp.asarray(rng, jnp.uint32),
+                   opt_state=tx.init(params), rng=jnp.asarray(rng, jnp.uint32),
                    ema_params=params if ema_decay is not None else None, frozen=frozen,
                    extra=extra, tx=tx, ema_decay=ema_decay)
 

@@ -59,7 +59,6 @@ class TokenizerTask(Task):
             log.warning("perceptual loss off: perceptual_weight=%s but no weight files; set "
                         "loss.perceptual_weights=/path/vgg16.pth,/path/lpips_vgg.pth to use it "
                         "(nothing is downloaded).", loss.perceptual_weight)
-        self.lr = None
         if loss.gan and loss.disc_start >= config.loop.total_steps:
             raise ValueError(f"loss.disc_start={loss.disc_start} is not before loop.total_steps="
                              f"{config.loop.total_steps}: the GAN would never run; lower "
@@ -97,17 +96,17 @@ class TokenizerTask(Task):
 
     def optimizer(self):
         cfg, loop = self.config, self.config.loop
-        gen_tx, self.lr = make_optimizer(cfg.optim, global_batch=loop.global_batch,
+        gen_tx, lr_fn = make_optimizer(cfg.optim, global_batch=loop.global_batch,
                                          total_steps=loop.total_steps)
         if self.disc is None:
-            return optax.multi_transform({"vqvae": gen_tx}, {"vqvae": "vqvae"})
+            return optax.multi_transform({"vqvae": gen_tx}, {"vqvae": "vqvae"}), lr_fn
         start = cfg.loss.disc_start
         disc_steps = max(loop.total_steps - start, cfg.disc_optim.warmup_steps + 2)
         disc_tx, _ = make_optimizer(cfg.disc_optim, global_batch=loop.global_batch,
                                     total_steps=disc_steps)
         disc_tx = optax.transforms.conditionally_mask(disc_tx, lambda count: count >= start)
         return optax.multi_transform({"vqvae": gen_tx, "disc": disc_tx},
-                                     {"vqvae": "vqvae", "disc": "disc"})
+                                     {"vqvae": "vqvae", "disc": "disc"}), lr_fn
 
     def init_extra(self):
         vq = self.config.vqvae
@@ -268,8 +267,7 @@ class TokenizerTask(Task):
         metrics = {**aux, **self._codebook_metrics(hist_KV),
                    **{f"live_s{k}": live_K[k] for k in range(live_K.shape[0])},
                    "dead_codes": jnp.sum(cb.dead_codes(last_hit, state.step, window)),
-                   "codes_reset": n_reset, "grad_norm": optax.tree.norm(grads["vqvae"]),
-                   "lr": self.lr(state.step)}
+                   "codes_reset": n_reset, "grad_norm": optax.tree.norm(grads["vqvae"])}
         return new.replace(extra={"last_hit": last_hit}), metrics
 
     def _codebook_metrics(self, hist_KV) -> dict:

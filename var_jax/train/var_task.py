@@ -131,22 +131,16 @@ class VARTask(Task):
         self.flops_per_example = var_train_flops(config.var)
         # numpy, not jnp: no JAX call before train_and_evaluate's jax.distributed.initialize()
         self._scale_L = np.asarray(scale_of_token(config.var.patch_nums))
-        self.lr = None
 
     # ---------------------------------------------------------------- model, optimizer, frozen
     def init_params(self, rng):
         from var_jax.var import init_var_params
-        return init_var_params(self.config.var, rng)
-
-    def logical_axes(self):
-        from var_jax.var import var_param_logical_axes
-        return var_param_logical_axes(self.config.var)
+        return init_var_params(self.config.var, rng, boxed=True)
 
     def optimizer(self):
         loop = self.config.loop
-        tx, self.lr = make_optimizer(self.config.optim, global_batch=loop.global_batch,
-                                     total_steps=loop.total_steps)
-        return tx
+        return make_optimizer(self.config.optim, global_batch=loop.global_batch,
+                              total_steps=loop.total_steps)
 
     def init_frozen(self, rng):
         size = self.config.vae.image_size
@@ -224,7 +218,7 @@ class VARTask(Task):
         loss_fn = functools.partial(self._grad_loss, vae_params=state.frozen, step=state.step)
         (loss, metrics), grads = value_and_grad_accumulated(
             loss_fn, state.params, batch, rng, self.config.loop.grad_accum)
-        metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), lr=self.lr(state.step))
+        metrics.update(loss=loss, grad_norm=optax.tree.norm(grads))
         return state.apply_gradients(grads), metrics
 
     def _grad_loss(self, params, batch, rng, *, vae_params, step):
@@ -241,21 +235,7 @@ class VARTask(Task):
         if not cfg.sample_classes:
             return None
         opts = sampling.SamplerOptions(cfg.sample_top_k, cfg.sample_top_p)
-        labels_B = cfg.var.check_labels(np.asarray(cfg.sample_classes))
-        # host numpy inputs: the same on every host, so they enter the jit replicated
-        key_data = np.asarray(jax.random.key_data(sampling.per_image_keys(rng, len(labels_B))))
         with nn.logical_axis_rules(()):   # a few images: no activation sharding constraints
-            return _sample_fn(cfg.var, cfg.vae, opts)(state.eval_params, state.frozen, labels_B,
-                                                      key_data, np.float32(cfg.sample_cfg))
-
-
-@functools.lru_cache(maxsize=4)
-def _sample_fn(var_cfg: VARConfig, vae_cfg: VQVAEConfig, opts):
-    """The sampler compiled for whatever shardings the params have (e.g. FSDP over the mesh)."""
-    from var_jax import sampling
-
-    def program(var_params, vae_params, labels_B, key_data_B, cfg_scale):
-        f_hat, _ = sampling.generate_fhat(var_params, vae_params, var_cfg, vae_cfg, labels_B,
-                                          jax.random.wrap_key_data(key_data_B), cfg_scale, opts)
-        return sampling.decode_to_unit(vae_params, vae_cfg, f_hat)
-    return jax.jit(program)
+            return sampling.run_sampler(state.eval_params, state.frozen, cfg.var, cfg.vae,
+                                        np.asarray(cfg.sample_classes), rng, cfg.sample_cfg,
+                                        opts, spread=False)[0]
