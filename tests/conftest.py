@@ -1,7 +1,11 @@
 """Fixtures for every test folder: the reference's golden tiny models (see tests/golden.py)."""
-import pytest
+import os
 
-import golden
+os.environ.setdefault("JAX_PLATFORMS", "cpu")   # tests run on CPU; skips libtpu's TPU probe
+
+import pytest  # noqa: E402
+
+import golden  # noqa: E402
 
 
 @pytest.fixture(scope="session")

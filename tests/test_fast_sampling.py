@@ -4,8 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from test_sampling_golden import golden_vae
-from test_var_golden import golden_var
+from golden import load_vae, load_var
 from var_jax import sample, sampling
 from var_jax.fast_sampling import (cache_begins, farthest_tokens, kept_counts, prefill, run_scale,
                                    upsample_tokens)
@@ -16,9 +15,9 @@ OPTS = dict(cfg=1.5, top_k=20, top_p=0.9, return_indices=True)
 
 
 def _models():
-    drafter_cfg, drafter, _, _ = golden_var("var_tiny_l2norm")
-    refiner_cfg, refiner, _, _ = golden_var("var_tiny_saln")
-    vae_cfg, vae = golden_vae()
+    drafter_cfg, drafter, _, _ = load_var("var_tiny_l2norm")
+    refiner_cfg, refiner, _, _ = load_var("var_tiny_saln")
+    vae_cfg, vae = load_vae()
     return drafter_cfg, drafter, refiner_cfg, refiner, vae_cfg, vae
 
 
