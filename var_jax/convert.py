@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+import tqdm
 
 from var_jax.configs import (ADALN_GAMMA_INIT, DEFAULT_ADALN_GAMMA_INIT, PATCH_NUMS_256,
                              PATCH_NUMS_512, VARConfig, VQVAEConfig)
@@ -179,11 +180,13 @@ def _csv(patch_nums: Sequence[int]) -> str:
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
-    """`load_torch_state_dict`, announcing on stderr the read of a large file (seconds)."""
+    """`load_torch_state_dict`, with a byte progress bar on stderr for a large file."""
     size = os.path.getsize(path)
-    if size > _ANNOUNCE_BYTES:
-        print(f"reading {path} ({size / 1e9:.1f} GB)...", file=sys.stderr, flush=True)
-    return load_torch_state_dict(path)
+    if size <= _ANNOUNCE_BYTES:
+        return load_torch_state_dict(path)
+    with tqdm.tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path}",
+                   file=sys.stderr) as bar:
+        return load_torch_state_dict(path, progress=bar.update)
 
 
 _ANNOUNCE_BYTES = 100_000_000

@@ -254,3 +254,11 @@ def test_refused_global_is_named_and_cli_prints_it(tmp_path, capsys):
     assert main(["convert", str(path), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "os.system" in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_progress_reports_every_storage_byte():
+    """The byte progress of a load adds up to the tensors' bytes (the CLI's progress bar)."""
+    reported = []
+    sd = load_torch_state_dict(os.path.join(GOLDEN, "vae.pth"), progress=reported.append)
+    assert reported and all(n > 0 for n in reported)
+    assert sum(reported) == sum(a.nbytes for a in sd.values())

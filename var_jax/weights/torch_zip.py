@@ -13,7 +13,7 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import ml_dtypes
 import numpy as np
@@ -213,7 +213,7 @@ def _materialise(t: TensorRef, flat: np.ndarray, sole_user: bool) -> np.ndarray:
     return view.copy(order="C")
 
 
-def _read_state_dict(f: BinaryIO) -> dict[str, np.ndarray]:
+def _read_state_dict(f: BinaryIO, progress: Callable[[int], None] | None) -> dict[str, np.ndarray]:
     archive = _Archive(f)
     byteorder = archive.byteorder()
     pickle_bytes = archive.read(archive.pkl_name, limit=MAX_PICKLE_BYTES).tobytes()
@@ -221,9 +221,15 @@ def _read_state_dict(f: BinaryIO) -> dict[str, np.ndarray]:
     unique = list({id(t): t for t in refs.values()}.values())
     _check_output_size(unique, archive.file_size)
     users = collections.Counter(t.storage.key for t in unique)
-    flats = {key: _storage_array(archive.read(f"{archive.prefix}data/{key}", ref.numel *
-                                              ref.dtype.itemsize), ref, byteorder)
-             for key, ref in archive.storages.items() if key in users}
+
+    def read_storage(key: str, ref: StorageRef) -> np.ndarray:
+        size = ref.numel * ref.dtype.itemsize
+        flat = _storage_array(archive.read(f"{archive.prefix}data/{key}", size), ref, byteorder)
+        if progress is not None:
+            progress(size)
+        return flat
+
+    flats = {key: read_storage(key, ref) for key, ref in archive.storages.items() if key in users}
     arrays = {id(t): _materialise(t, flats[t.storage.key], users[t.storage.key] == 1)
               for t in unique}
     del flats
@@ -234,8 +240,11 @@ def _upcast(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32) if a.dtype == ml_dtypes.bfloat16 else a
 
 
-def load_torch_state_dict(source: str | os.PathLike | BinaryIO) -> dict[str, np.ndarray]:
+def load_torch_state_dict(source: str | os.PathLike | BinaryIO,
+                          progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Load a state dict saved with `torch.save` (zip format) as numpy arrays; runs no code.
+
+    `progress`, if given, is called with the byte count of each tensor storage as it is read.
 
     `source` is a path or a seekable binary file. bfloat16 tensors come back as float32, every
     array contiguous and writable. Raises FileNotFoundError for a missing path and a
@@ -249,8 +258,8 @@ def load_torch_state_dict(source: str | os.PathLike | BinaryIO) -> dict[str, np.
         raise FileNotFoundError(f"no checkpoint file at {label!r}")
     try:
         if is_file:
-            return _read_state_dict(source)
+            return _read_state_dict(source, progress)
         with open(label, "rb") as f:
-            return _read_state_dict(f)
+            return _read_state_dict(f, progress)
     except CheckpointFormatError as e:
         raise type(e)(f"{label}: refusing to load: {e}. {e.advice}") from None
