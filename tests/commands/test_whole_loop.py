@@ -46,7 +46,7 @@ def test_train_export_sample_edit_evaluate(tmp_path, capsys):
     rows = [json.loads(line) for line in (var_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
     grid = np.asarray(Image.open(var_run / "samples" / "step_00000003.png"))   # the last step
-    assert grid.shape == (16, 32, 3)
+    assert grid.shape == (16, 34, 3)   # two 16 px samples, 2 px apart
 
     exported = tmp_path / "var_export"
     assert main(["export", str(var_run), str(exported)]) == 0
