@@ -29,7 +29,11 @@ def train_toy(workdir, cfg=None, task=None, **kwargs):
 
 
 def largest_file(folder) -> str:
-    paths = [os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs]
+    """The largest array-data file of an Orbax folder (tensorstore keeps array bytes in `d/`
+    folders; the JSON metadata beside them can be larger, and then a flip would only garble
+    metadata)."""
+    paths = [os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
+             if os.path.basename(r) == "d"]
     return max(paths, key=os.path.getsize)
 
 
