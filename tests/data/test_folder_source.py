@@ -1,15 +1,16 @@
 """Tests of "folder:<path>": class ids, unreadable files skipped and counted, re-preparation."""
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
 import pytest
 
 from image_samples import coloured_image, encode_image
-from var_jax.data import make_image_stream
+from var_jax.data import class_folder, make_image_stream, prepare
 from var_jax.data.class_folder import VarJaxClassFolder, folder_config, list_class_folder
-from var_jax.data.sources import open_records
+from var_jax.data.sources import dataset_builder, open_records
 
 
 def _stream(root, data_dir, batch_size, train, seed=0, **kw):
@@ -133,3 +134,41 @@ def test_multi_host_stream_refuses_to_prepare(image_folder, tmp_path):
     with pytest.raises(ValueError, match="not prepared"):
         make_image_stream(f"folder:{image_folder}", "train", 16, 2, 0, True,
                           data_dir=str(tmp_path), process_index=0, process_count=2)
+
+
+def _files(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def test_interrupted_preparation_redoes_only_the_unfinished_shards(image_folder, tmp_path,
+                                                                    monkeypatch):
+    """12 images in shards of 3, stopped at the 8th image (inside shard 2): the restart reads
+    images 7..12 only, and the prepared files are those of an uninterrupted preparation."""
+    monkeypatch.setattr(class_folder, "SHARD_IMAGES", 3)
+    source = f"folder:{image_folder}"
+    whole = prepare(source, str(tmp_path / "whole")).data_path
+    generate, read, stop_at = VarJaxClassFolder._generate_examples, [], [7]
+
+    def interruptible(self, files):
+        for key, example in generate(self, files):
+            if len(read) == stop_at[0]:
+                raise KeyboardInterrupt
+            read.append(key)
+            yield key, example
+
+    monkeypatch.setattr(VarJaxClassFolder, "_generate_examples", interruptible)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(source, str(tmp_path / "resumed"))
+    resumed = dataset_builder(source, str(tmp_path / "resumed")).data_path
+    assert not resumed.exists()
+    partial = sorted(os.listdir(f"{resumed}.partial"))
+    assert [n.split("array_record")[1] for n in partial] == ["-00000-of-00004", "-00001-of-00004",
+                                          "-00002-of-00004.tmp"], partial
+    read.clear()
+    stop_at[0] = None
+    builder = prepare(source, str(tmp_path / "resumed"))
+    names = [rel for rel, _ in list_class_folder(image_folder).files]
+    assert read == names[6:]  # shards 2 and 3; the half-written shard 2 is written again
+    assert builder.is_prepared() and not os.path.exists(f"{resumed}.partial")
+    assert _files(resumed) == _files(whole)
+    assert _stream(image_folder, str(tmp_path / "resumed"), 12, train=False).num_records == 12

@@ -80,10 +80,20 @@ def test_training_stream_on_imagenet_shapes(data_dir):
         assert batch["image"].shape == (3, 16, 16, 3) and set(batch) == {"image", "label"}
 
 
-@pytest.mark.parametrize("has_dir", [True, False])
-def test_manual_dir_without_the_tars_is_a_value_error(tmp_path, has_dir):
-    with pytest.raises(ValueError, match="ILSVRC2012_img_val.tar"):
-        prepare("imagenet2012", str(tmp_path / "d"), str(tmp_path) if has_dir else None)
+@pytest.mark.parametrize("given", ["none", "missing", "empty", "train_only"])
+def test_missing_manual_download_names_the_files_and_the_flag(tmp_path, given):
+    manual = {"none": None, "missing": str(tmp_path / "nowhere")}.get(given, str(tmp_path))
+    if given == "train_only":
+        (tmp_path / "ILSVRC2012_img_train.tar").write_bytes(b"")
+    with pytest.raises(ValueError) as error:
+        prepare("imagenet2012", str(tmp_path / "d"), manual)
+    message = str(error.value)
+    lacks = message.split("lacks ")[1].split(". Download")[0] if given != "none" else message
+    assert ("ILSVRC2012_img_train.tar" in lacks) == (given != "train_only")
+    assert "ILSVRC2012_img_val.tar" in lacks
+    assert "Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" in message
+    assert "--set data.manual_dir=DIR" in message and "--manual-dir DIR" in message
+    assert ("does not exist" in message) == (given == "missing")
 
 
 def test_imagenette_resolves_offline_and_multi_host_refuses_to_download(tmp_path):

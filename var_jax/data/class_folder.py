@@ -7,7 +7,11 @@ import os
 import re
 
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordWriter
+from etils import epath
+from tqdm import tqdm
 
+from var_jax import atomic
 from var_jax.data.tf_env import import_tfds
 
 tfds = import_tfds()
@@ -90,11 +94,11 @@ class VarJaxClassFolder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(self.builder_config.listing)}
+        return {"train": self._generate_examples(self.builder_config.listing.files)}
 
-    def _generate_examples(self, listing: FolderListing):
-        for rel, label in listing.files:
-            with open(os.path.join(listing.root, rel), "rb") as f:
+    def _generate_examples(self, files):
+        for rel, label in files:
+            with open(os.path.join(self.builder_config.listing.root, rel), "rb") as f:
                 data = f.read()
             yield rel, {"image": data, "label": label, "file_name": rel}
 
@@ -103,3 +107,50 @@ def class_folder_builder(root: str, data_dir: str | None = None) -> VarJaxClassF
     """The (maybe not yet prepared) TFDS builder of the folder's current content."""
     listing = list_class_folder(root)
     return VarJaxClassFolder(config=folder_config(listing), data_dir=data_dir)
+
+
+SHARD_IMAGES = 1024   # images per array_record shard: what an interrupted preparation redoes
+
+
+def write_folder(builder: VarJaxClassFolder) -> None:
+    """Prepares the folder's dataset resumably, as TFDS reads it (array_record, one split).
+
+    TFDS's download_and_prepare starts over in a fresh temporary directory each time, so this
+    writes the shards itself, in listing order, into `<version dir>.partial`: each shard goes
+    to a temporary name, is fsynced and renamed, so a shard under its final name is complete
+    and a restart skips it. The metadata comes last, then the directory takes its final name.
+    """
+    files, features = builder.builder_config.listing.files, builder.info.features
+    work = epath.Path(f"{builder.data_dir}.partial")
+    work.mkdir(parents=True, exist_ok=True)
+    template = tfds.core.ShardedFileTemplate(data_dir=work, dataset_name=builder.name,
+                                             split="train", filetype_suffix="array_record")
+    chunks = [files[i:i + SHARD_IMAGES] for i in range(0, len(files), SHARD_IMAGES)]
+    paths = template.sharded_filepaths(len(chunks))
+    done = [p.exists() for p in paths]
+    with tqdm(total=len(files), initial=sum(len(c) for c, d in zip(chunks, done) if d),
+              unit="image", desc=f"preparing {builder.builder_config.listing.root}") as bar:
+        for chunk, path, finished in zip(chunks, paths, done):
+            if not finished:
+                _write_shard(path, (features.serialize_example(example) for _, example in
+                                    builder._generate_examples(chunk)), bar)
+    builder.info.set_file_format("array_record", override=True)
+    builder.info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
+        name="train", shard_lengths=[len(c) for c in chunks],
+        num_bytes=sum(os.path.getsize(p) for p in paths), filename_template=template)]))
+    builder.info.write_to_directory(work)
+    os.replace(work, os.fspath(builder.data_dir))
+    atomic.fsync_dir(os.path.dirname(os.fspath(builder.data_dir)))
+
+
+def _write_shard(path: epath.Path, records, bar) -> None:
+    """The serialized records as one array_record file, under its name only once complete."""
+    tmp = f"{path}.tmp"
+    writer = ArrayRecordWriter(tmp, "group_size:1")
+    for record in records:
+        writer.write(record)
+        bar.update()
+    writer.close()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

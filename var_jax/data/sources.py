@@ -39,30 +39,41 @@ def dataset_builder(source: str, data_dir: str | None = None):
 def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = None):
     """Prepares a source's TFDS dataset (array_record) unless already there; returns the builder.
 
-    "imagenet2012" needs `manual_dir` holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar;
-    "imagenette" downloads; "digits" and "folder:<path>" read local files. With several hosts,
-    run this once (one process) before training, so the hosts do not all prepare a copy.
+    "imagenet2012" needs `manual_dir` holding IMAGENET_TARS; "imagenette" downloads; "digits"
+    and "folder:<path>" read local files. TFDS shows progress bars; a folder resumes at its
+    last finished shard when interrupted (class_folder.write_folder), TFDS datasets start over.
+    With several hosts, run this once (one process) before training, so the hosts do not all
+    prepare a copy.
     """
     builder = dataset_builder(source, data_dir)
-    _prepare(source, builder, manual_dir)
-    return builder
+    if builder.is_prepared():
+        return builder
+    if source == "imagenet2012":
+        _check_manual_dir(builder, manual_dir)
+    if parse_source(source)[0] == "folder":
+        from var_jax.data.class_folder import write_folder
+        write_folder(builder)
+    else:
+        prepare_builder(builder, manual_dir)
+    return dataset_builder(source, data_dir)   # reads the info just written
 
 
 IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 
 
-def _prepare(source: str, builder, manual_dir: str | None) -> None:
-    if builder.is_prepared():
-        return
-    if source == "imagenet2012":
-        missing = [t for t in IMAGENET_TARS
-                   if manual_dir is None or not os.path.isfile(os.path.join(manual_dir, t))]
-        if missing:
-            raise ValueError(f"imagenet2012 is not prepared in {builder.data_dir} and "
-                             f"manual_dir={manual_dir!r} lacks {missing}; download them from "
-                             "https://image-net.org/download-images into a folder and pass it "
-                             "as manual_dir.")
-    prepare_builder(builder, manual_dir)
+def _check_manual_dir(builder, manual_dir: str | None) -> None:
+    where = "no manual_dir was given, so nothing holds" if manual_dir is None else (
+        f"manual_dir {manual_dir!r} " + ("lacks" if os.path.isdir(manual_dir) else
+                                         "does not exist, so it lacks"))
+    missing = [t for t in IMAGENET_TARS
+               if manual_dir is None or not os.path.isfile(os.path.join(manual_dir, t))]
+    if missing:
+        raise ValueError(
+            f"imagenet2012 is not prepared in {builder.data_dir}, and {where} "
+            f"{' and '.join(missing)}. Download {' and '.join(IMAGENET_TARS)} from "
+            "https://image-net.org/download-images into one folder DIR and pass it: "
+            "--set data.manual_dir=DIR (var-jax train), --manual-dir DIR (var-jax evaluate), "
+            "manual_dir=DIR (Python).")
 
 
 class DigitsRecords:
@@ -143,5 +154,5 @@ def open_records(source: str, split: str, image_size: int, *, data_dir: str | No
             raise ValueError(f"{source} is not prepared in {builder.data_dir}; run "
                              f"var_jax.data.prepare({source!r}, data_dir=..., manual_dir=...) "
                              "once, in one process, before reading it from several hosts.")
-        _prepare(source, builder, manual_dir)
+        builder = prepare(source, data_dir, manual_dir)
     return EncodedImageRecords(builder, split, int(image_size), source)
