@@ -151,3 +151,57 @@ def test_views_need_an_eval_stream(digits_dir):
     with pytest.raises(ValueError, match="views=2 needs train=False"):
         make_image_stream("digits", "clf_test", 16, 4, 0, True, data_dir=digits_dir,
                           process_index=0, process_count=1, views=2)
+
+
+def test_interrupted_pretokenize_resumes_after_the_last_recorded_batch(image_folder, tmp_path):
+    """9 batches, progress recorded every 2: stopped while encoding batch 6, the restart
+    encodes batches 5..9 only and writes the files of an uninterrupted run."""
+    def stream():
+        return make_image_stream(f"folder:{image_folder}", "train", 16, 5, 4, False,
+                                 data_dir=str(tmp_path / "tfds"), process_index=0,
+                                 process_count=1, views=3)
+
+    pretokenize(stream(), fake_encode, str(tmp_path / "whole"), shard_batches=2)
+    calls, stop_at = [], [5]
+
+    def interruptible(images):
+        if len(calls) == stop_at[0]:
+            raise KeyboardInterrupt
+        calls.append(len(images))
+        return fake_encode(images)
+
+    out = str(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        pretokenize(stream(), interruptible, out, shard_batches=2)
+    with open(os.path.join(f"{out}.partial", "progress.json")) as f:
+        assert json.load(f)["batches"] == 4
+    calls.clear()
+    stop_at[0] = None
+    meta = pretokenize(stream(), interruptible, out, shard_batches=2)
+    assert len(calls) == 5 and meta["num_skipped"] == 6
+    assert sorted(os.listdir(out)) == ["idx.npy", "label.npy", "meta.json"]
+    for name in os.listdir(out):
+        with open(os.path.join(out, name), "rb") as a, \
+                open(os.path.join(tmp_path / "whole", name), "rb") as b:
+            assert a.read() == b.read(), name
+
+
+def test_a_partial_pretokenize_of_other_settings_is_started_over(digits_dir, tokens_dir,
+                                                                 tmp_path):
+    calls = []
+
+    def stops_at_the_third_batch(images):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return fake_encode(images)
+
+    out = str(tmp_path / "t")
+    with pytest.raises(KeyboardInterrupt):
+        pretokenize(_eval_stream(digits_dir), stops_at_the_third_batch, out, shard_batches=1)
+    calls.clear()
+    meta = pretokenize(_eval_stream(digits_dir), lambda x: calls.append(1) or fake_encode(x),
+                       out, index_dtype="int32")
+    assert len(calls) == 5 and meta["index_dtype"] == "int32"   # 300 records, batches of 64
+    np.testing.assert_array_equal(np.load(os.path.join(out, "idx.npy")),
+                                  np.load(os.path.join(tokens_dir, "idx.npy")))

@@ -15,8 +15,7 @@ class UnreadableImageError(Exception):
 
 
 def decode_rgb(data: bytes) -> Image.Image:
-    """Decodes image bytes to a fully loaded RGB PIL image (see `to_rgb`); raises
-    UnreadableImageError."""
+    """Image bytes -> a fully loaded RGB PIL image (see `to_rgb`); raises UnreadableImageError."""
     try:
         img = Image.open(io.BytesIO(data))
         img.load()  # Forces the whole decode, so a truncated file fails here.
@@ -82,9 +81,8 @@ def crop_offsets(height: int, width: int, image_size: int,
         raise ValueError(f"cannot crop {image_size}x{image_size} from a {height}x{width} image.")
     if rng is None:
         return int(round((height - image_size) / 2.0)), int(round((width - image_size) / 2.0))
-    top = int(rng.integers(0, height - image_size + 1))
-    left = int(rng.integers(0, width - image_size + 1))
-    return top, left
+    return (int(rng.integers(0, height - image_size + 1)),   # top, then left
+            int(rng.integers(0, width - image_size + 1)))
 
 
 def to_pm1(pixels_HW3: np.ndarray) -> np.ndarray:

@@ -115,25 +115,28 @@ SHARD_IMAGES = 1024   # images per array_record shard: what an interrupted prepa
 def write_folder(builder: VarJaxClassFolder) -> None:
     """Prepares the folder's dataset resumably, as TFDS reads it (array_record, one split).
 
-    TFDS's download_and_prepare starts over in a fresh temporary directory each time, so this
-    writes the shards itself, in listing order, into `<version dir>.partial`: each shard goes
-    to a temporary name, is fsynced and renamed, so a shard under its final name is complete
-    and a restart skips it. The metadata comes last, then the directory takes its final name.
+    TFDS's download_and_prepare starts over in a new temporary directory each time, so this
+    writes the shards, in listing order, into `<version dir>.partial`, each to a temporary name
+    then fsynced and renamed: a restart skips the shards under their final names. Metadata
+    last, then the directory takes its final name.
     """
-    files, features = builder.builder_config.listing.files, builder.info.features
+    listing, features = builder.builder_config.listing, builder.info.features
     work = epath.Path(f"{builder.data_dir}.partial")
     work.mkdir(parents=True, exist_ok=True)
     template = tfds.core.ShardedFileTemplate(data_dir=work, dataset_name=builder.name,
                                              split="train", filetype_suffix="array_record")
-    chunks = [files[i:i + SHARD_IMAGES] for i in range(0, len(files), SHARD_IMAGES)]
+    chunks = [listing.files[i:i + SHARD_IMAGES]
+              for i in range(0, len(listing.files), SHARD_IMAGES)]
     paths = template.sharded_filepaths(len(chunks))
-    done = [p.exists() for p in paths]
-    with tqdm(total=len(files), initial=sum(len(c) for c, d in zip(chunks, done) if d),
-              unit="image", desc=f"preparing {builder.builder_config.listing.root}") as bar:
-        for chunk, path, finished in zip(chunks, paths, done):
-            if not finished:
-                _write_shard(path, (features.serialize_example(example) for _, example in
-                                    builder._generate_examples(chunk)), bar)
+    for chunk, path in zip(tqdm(chunks, desc=f"preparing {listing.root}", unit="shard"), paths):
+        if not path.exists():
+            writer = ArrayRecordWriter(f"{path}.tmp", "group_size:1")
+            for _, example in builder._generate_examples(chunk):
+                writer.write(features.serialize_example(example))
+            writer.close()
+            with open(f"{path}.tmp", "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(f"{path}.tmp", path)
     builder.info.set_file_format("array_record", override=True)
     builder.info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
         name="train", shard_lengths=[len(c) for c in chunks],
@@ -141,16 +144,3 @@ def write_folder(builder: VarJaxClassFolder) -> None:
     builder.info.write_to_directory(work)
     os.replace(work, os.fspath(builder.data_dir))
     atomic.fsync_dir(os.path.dirname(os.fspath(builder.data_dir)))
-
-
-def _write_shard(path: epath.Path, records, bar) -> None:
-    """The serialized records as one array_record file, under its name only once complete."""
-    tmp = f"{path}.tmp"
-    writer = ArrayRecordWriter(tmp, "group_size:1")
-    for record in records:
-        writer.write(record)
-        bar.update()
-    writer.close()
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -9,6 +9,7 @@ from var_jax.data.augment import preprocess, upscale_digits
 from var_jax.data.tf_env import import_tfds, prepare_builder
 
 SOURCE_FORMS = ("digits", "imagenet2012", "imagenette[/<config>]", "folder:<path>")
+IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")   # in manual_dir
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -40,10 +41,9 @@ def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = N
     """Prepares a source's TFDS dataset (array_record) unless already there; returns the builder.
 
     "imagenet2012" needs `manual_dir` holding IMAGENET_TARS; "imagenette" downloads; "digits"
-    and "folder:<path>" read local files. TFDS shows progress bars; a folder resumes at its
-    last finished shard when interrupted (class_folder.write_folder), TFDS datasets start over.
-    With several hosts, run this once (one process) before training, so the hosts do not all
-    prepare a copy.
+    and "folder:<path>" read local files. With progress bars; an interrupted folder resumes at
+    its first unfinished shard (write_folder), TFDS datasets start over. With several hosts,
+    run this once (one process) before training, so the hosts do not all prepare a copy.
     """
     builder = dataset_builder(source, data_dir)
     if builder.is_prepared():
@@ -58,15 +58,11 @@ def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = N
     return dataset_builder(source, data_dir)   # reads the info just written
 
 
-IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
-
-
 def _check_manual_dir(builder, manual_dir: str | None) -> None:
-    where = "no manual_dir was given, so nothing holds" if manual_dir is None else (
-        f"manual_dir {manual_dir!r} " + ("lacks" if os.path.isdir(manual_dir) else
-                                         "does not exist, so it lacks"))
     missing = [t for t in IMAGENET_TARS
                if manual_dir is None or not os.path.isfile(os.path.join(manual_dir, t))]
+    state = "lacks" if manual_dir and os.path.isdir(manual_dir) else "does not exist: it lacks"
+    where = f"manual_dir {manual_dir!r} {state}" if manual_dir else "no manual_dir holds"
     if missing:
         raise ValueError(
             f"imagenet2012 is not prepared in {builder.data_dir}, and {where} "

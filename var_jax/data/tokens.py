@@ -1,13 +1,14 @@
 """Pre-tokenized datasets: encode a split to VQ indices once, then stream the indices resumably."""
 from __future__ import annotations
 
-import io
 import json
 import os
+import pathlib
 import shutil
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from var_jax import atomic
 from var_jax.data.pipeline import BatchStream, Layout, derived_seed
@@ -28,7 +29,7 @@ def _codes_BL(codes, batch: int) -> np.ndarray:
 
 def pretokenize(stream: BatchStream, encode_fn: Callable, out_path: str, *,
                 index_dtype: str = "uint16", overwrite: bool = False,
-                progress: bool = False) -> dict:
+                shard_batches: int = 64) -> dict:
     """Encodes every image of a fresh eval stream once per view; writes a directory `out_path`.
 
     stream: make_image_stream(..., train=False, process_index=0, process_count=1, views=K),
@@ -38,8 +39,10 @@ def pretokenize(stream: BatchStream, encode_fn: Callable, out_path: str, *,
       per-scale (B, pn*pn) arrays of VQVAE.encode_indices (concatenated in scale order).
     index_dtype: on-disk dtype ("uint16" fits vocabularies up to 65536; "int32" otherwise).
     Writes idx.npy (N, L), or (N, K, L) for K > 1, of index_dtype, label.npy (N,) int32 and
-    meta.json, into a temporary directory renamed to `out_path` at the end, so an interrupted
-    run leaves no partial dataset. Returns the metadata.
+    meta.json into `out_path`.partial, renamed to `out_path` at the end; a progress bar on
+    stderr. Every `shard_batches` batches the arrays are flushed, then progress.json records the
+    stream state: run again after an interruption (same stream and encoder), it goes on from
+    there and writes the files of an uninterrupted run; other settings start over.
     """
     if stream.train:
         raise ValueError("pretokenize needs an eval stream (train=False): one pass over the "
@@ -49,30 +52,39 @@ def pretokenize(stream: BatchStream, encode_fn: Callable, out_path: str, *,
                          "process_count=1, nothing read yet), so every record is encoded.")
     if os.path.exists(out_path) and not overwrite:
         raise ValueError(f"{out_path!r} exists; pass overwrite=True or another out_path.")
-    tmp = f"{out_path}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    work = f"{out_path}.partial"
     try:
-        meta = _write_tokens(stream, encode_fn, tmp, index_dtype, progress)
+        meta = _write_tokens(stream, encode_fn, work, index_dtype, shard_batches)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(os.path.join(work, "progress.json")):
+            shutil.rmtree(work, ignore_errors=True)   # nothing worth resuming
         raise
-    if os.path.exists(out_path):
-        shutil.rmtree(out_path)
-    os.replace(tmp, out_path)
+    shutil.rmtree(out_path, ignore_errors=True)   # overwrite=True
+    os.replace(work, out_path)
     return meta
 
 
-def _write_tokens(stream: BatchStream, encode_fn: Callable, out_dir: str,
-                  index_dtype: str, progress: bool) -> dict:
+def _write_tokens(stream: BatchStream, encode_fn: Callable, work: str, index_dtype: str,
+                  shard_batches: int) -> dict:
     limit = np.iinfo(np.dtype(index_dtype)).max
     n, views = stream.num_records, stream.layout.passes
-    idx_NKL, label_N, done = None, np.zeros((n,), np.int32), 0
-    batches = stream
-    if progress:
-        from tqdm import tqdm
-        batches = tqdm(stream, total=stream.batches_per_epoch, desc="pretokenize", unit="batch")
-    for batch in batches:
+    info = {k: v for k, v in stream.info.items() if k != "class_names"}
+    key = json.loads(json.dumps({"num_records": n, "global_batch": stream.layout.global_batch,
+                                 "seed": stream.layout.seed, "index_dtype": index_dtype, **info}))
+    record = os.path.join(work, "progress.json")
+    saved = json.loads(pathlib.Path(record).read_text()) if os.path.exists(record) else None
+    if saved is None or saved["key"] != key:
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        saved = None
+    else:
+        stream.set_state(saved["state"])
+    label_N = np.lib.format.open_memmap(os.path.join(work, "label.npy"), "r+" if saved else "w+",
+                                        np.int32, (n,))
+    idx_NKL = saved and np.lib.format.open_memmap(os.path.join(work, "idx.npy"), "r+")
+    done, first = (saved["done"], saved["batches"]) if saved else (0, 0)
+    bar = tqdm(stream, total=stream.batches_per_epoch, initial=first, desc="pretokenize")
+    for k, batch in enumerate(bar, start=first + 1):
         mask = batch["mask"]
         codes = _codes_BL(encode_fn(batch["image"]), len(mask))[mask]
         if codes.size and (codes.min() < 0 or codes.max() > limit):
@@ -80,22 +92,22 @@ def _write_tokens(stream: BatchStream, encode_fn: Callable, out_dir: str,
                              f"{index_dtype}; pass index_dtype='int32'.")
         if idx_NKL is None:
             shape = (n, codes.shape[1]) if views == 1 else (n, views, codes.shape[1])
-            idx_NKL = np.lib.format.open_memmap(os.path.join(out_dir, "idx.npy"), mode="w+",
-                                                dtype=index_dtype, shape=shape)
+            idx_NKL = np.lib.format.open_memmap(os.path.join(work, "idx.npy"), "w+",
+                                                index_dtype, shape)
         view, row = np.divmod(np.arange(done, done + len(codes)), n)   # passes are view-major
         idx_NKL[(row,) if views == 1 else (row, view)] = codes
         label_N[row] = batch["label"][mask]
         done += len(codes)
-    idx_NKL.flush()
-    buf = io.BytesIO()
-    np.save(buf, label_N)
-    atomic.write_bytes(os.path.join(out_dir, "label.npy"), buf.getvalue())
+        if k % shard_batches == 0 or k == stream.batches_per_epoch:
+            idx_NKL.flush()
+            label_N.flush()
+            atomic.write_json(record, {"key": key, "state": stream.get_state(), "done": done,
+                                       "batches": k})
     meta = {"format": FORMAT, "num_records": n, "seq_len": int(idx_NKL.shape[-1]),
             "index_dtype": index_dtype, "num_skipped": stream.num_skipped,
-            "seed": stream.layout.seed,
-            **{k: v for k, v in stream.info.items() if k != "class_names"}}
-    atomic.write_json(os.path.join(out_dir, "meta.json"), meta)
-    del idx_NKL
+            "seed": stream.layout.seed, **info}
+    atomic.write_json(os.path.join(work, "meta.json"), meta)
+    os.unlink(record)
     return meta
 
 
@@ -129,13 +141,11 @@ class TokenRows:
             self._arrays = tuple(np.load(os.path.join(self.path, f), mmap_mode="r",
                                          allow_pickle=False) for f in ("idx.npy", "label.npy"))
         idx, label_N = self._arrays
-        index = int(index)
-        real = index < self.num_records
-        row = idx[min(index, self.num_records - 1)]
+        real, at = int(index) < self.num_records, min(int(index), self.num_records - 1)
+        row = idx[at]
         if row.ndim == 2:   # (K, L): one view per epoch (rng keyed by position)
             row = row[int(rng.integers(len(row))) if rng is not None else 0]
-        example = {"idx": row.astype(np.int32) * real,
-                   "label": np.int32(label_N[min(index, self.num_records - 1)] * real)}
+        example = {"idx": row.astype(np.int32) * real, "label": np.int32(label_N[at] * real)}
         return example if self.train else {**example, "mask": np.bool_(real)}
 
 
