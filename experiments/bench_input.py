@@ -1,13 +1,17 @@
 """Input throughput: the Grain training stream at 256 px with 0, 1, 2... workers, beside a plain loop.
 
-  python experiments/bench_input.py [--images 512] [--batch 32] [--workers 0,1,2] [--dir DIR]
+  python experiments/bench_input.py [--images 384] [--batch 32] [--batches 40] [--rounds 3]
+                                    [--workers 0,1,2] [--dir DIR]
 
-Writes a class folder of synthetic JPEGs at ImageNet-like size (500x375, about 100 KB each: a
+Writes a class folder of synthetic JPEGs at ImageNet-like size (500x375, about 70 KB each: a
 smooth colour field with noise, quality 90) into DIR (a temporary dir by default), prepares it
 as a TFDS dataset, then prints images/s of `make_image_stream(..., train=True)` (decode, Lanczos
 resize to 288, random 256 crop, batching) for each worker count, and of a single-core loop that
-reads the same files and runs the same `preprocess` on them with PIL. The first batch of every
-stream (worker start-up) is not timed. Then tokens/s of the pre-tokenized training stream
+reads the same files and runs the same `preprocess` on them with PIL, over as many images as a
+stream is timed for. A stream is timed after its first `workers + 2` batches, so worker start-up
+is not counted. Every configuration runs once per round, the rounds interleaved, and the median
+round is printed (a shared or virtual machine's speed drifts by tens of percent within minutes;
+interleaving keeps the ratios fair). Then tokens/s of the pre-tokenized training stream
 (`make_token_stream`, d16 at 256 px: 680 tokens per image, 4 views, batch 256). The last line is
 a JSON summary.
 """
@@ -57,23 +61,26 @@ def cpu_seconds() -> float:
     return sum(sum(p.cpu_times()[:2]) for p in [me, *me.children(recursive=True)])
 
 
-def plain_loop(paths: list[str], image_size: int, seed: int = 0) -> tuple[float, float]:
-    """(images/s, images per CPU-second) of read + PIL decode + augment, one core."""
-    rng = np.random.default_rng(seed)
+def plain_loop(paths: list[str], image_size: int, count: int) -> tuple[float, float]:
+    """(images/s, images per CPU-second) of read + PIL decode + augment of `count` images, one
+    core."""
+    rng = np.random.default_rng(0)
     start, cpu = time.perf_counter(), cpu_seconds()
-    for path in paths:
+    for path in itertools.islice(itertools.cycle(paths), count):
         with open(path, "rb") as f:
             preprocess(f.read(), image_size, rng)
-    return (len(paths) / (time.perf_counter() - start), len(paths) / (cpu_seconds() - cpu))
+    return (count / (time.perf_counter() - start), count / (cpu_seconds() - cpu))
 
 
 def stream_rate(root: str, data_dir: str, image_size: int, batch: int, batches: int,
                 workers: int) -> tuple[float, float]:
-    """(images/s, images per CPU-second) of the training stream after its first batch."""
+    """(images/s, images per CPU-second) of the training stream after its first workers + 2
+    batches (every worker started and serving)."""
     with make_image_stream(f"folder:{root}", "train", image_size, batch, 0, True,
                            data_dir=data_dir, process_index=0, process_count=1,
                            num_workers=workers, prefetch=2) as stream:
-        next(stream)
+        for _ in itertools.islice(stream, workers + 2):
+            pass
         start, cpu = time.perf_counter(), cpu_seconds()
         for _ in itertools.islice(stream, batches):
             pass
@@ -104,33 +111,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=10, help="timed batches per stream")
+    parser.add_argument("--batches", type=int, default=40, help="timed batches per stream")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs; median printed")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--workers", default="0,1,2")
     parser.add_argument("--dir", default=None, help="where the JPEGs and TFDS data go")
     args = parser.parse_args()
     base = args.dir or tempfile.mkdtemp(prefix="bench_input_")
-    root = os.path.join(base, "jpegs")
+    root, data_dir = os.path.join(base, "jpegs"), os.path.join(base, "tfds")
     paths = write_jpegs(root, args.images)
     kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
-    prepare(f"folder:{root}", data_dir=os.path.join(base, "tfds"))
-    rate, per_cpu = plain_loop(paths, args.image_size)
-    results = {"plain_loop": rate, "plain_loop_per_cpu_s": per_cpu}
+    prepare(f"folder:{root}", data_dir=data_dir)
+    load_before = os.getloadavg()
+    workers = [int(x) for x in args.workers.split(",")]
+    runs = {name: [] for name in ["plain_loop", *(f"workers_{w}" for w in workers)]}
+    for _ in range(args.rounds):
+        runs["plain_loop"].append(plain_loop(paths, args.image_size, args.batches * args.batch))
+        for w in workers:
+            runs[f"workers_{w}"].append(stream_rate(root, data_dir, args.image_size, args.batch,
+                                                    args.batches, w))
     print(f"{args.images} JPEGs {SIZE[0]}x{SIZE[1]}, {kb:.0f} KB each; {args.image_size} px, "
-          f"batch {args.batch}; {os.cpu_count()} CPUs")
-    print(f"plain PIL loop (1 core): {rate:7.1f} images/s, {per_cpu:6.1f} images/CPU-s")
-    for w in (int(x) for x in args.workers.split(",")):
-        rate, per_cpu = stream_rate(root, os.path.join(base, "tfds"), args.image_size,
-                                    args.batch, args.batches, w)
-        results.update({f"workers_{w}": rate, f"workers_{w}_per_cpu_s": per_cpu})
-        print(f"grain stream, {w} workers: {rate:7.1f} images/s "
-              f"({rate / results['plain_loop']:.2f}x the plain loop), "
-              f"{per_cpu:6.1f} images/CPU-s")
+          f"batch {args.batch}, {args.batches * args.batch} images timed per run; median of "
+          f"{args.rounds} rounds; {os.cpu_count()} CPUs")
+    results = {}
+    for name, rounds in runs.items():
+        rate, per_cpu = (float(np.median(x)) for x in zip(*rounds))
+        results.update({name: rate, f"{name}_per_cpu_s": per_cpu})
+        label = ("plain PIL loop (1 core)" if name == "plain_loop" else
+                 f"grain stream, {name.split('_')[1]} workers")
+        print(f"{label:24s}: {rate:7.1f} images/s ({rate / results['plain_loop']:.2f}x the "
+              f"plain loop), {per_cpu:6.1f} images/CPU-s; rounds "
+              f"{', '.join(f'{r:.0f}' for r, _ in rounds)}")
     results["tokens_per_s"] = token_rate(os.path.join(base, "tokens"), 8192, 4, 680, 256, 30)
     print(f"pre-tokenized stream: {results['tokens_per_s'] / 1e6:.2f} M tokens/s "
           f"({results['tokens_per_s'] / 680:.0f} images/s of d16 at 256 px)")
-    print(json.dumps({"load_avg": os.getloadavg(), **{k: round(v, 1) for k, v in
-                                                       results.items()}}))
+    print(json.dumps({"load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+                      **{k: round(v, 1) for k, v in results.items()}}))
 
 
 if __name__ == "__main__":
