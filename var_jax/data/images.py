@@ -75,8 +75,8 @@ def make_image_stream(source: str, split: str, image_size: int, batch_size: int,
     train: random crops and endless shuffled epochs (last incomplete global batch dropped);
       False: centre crops, one pass in record order, last batch padded (mask False).
     process_index / process_count: this host's share; default jax.process_index()/count().
-    num_workers: Grain worker processes decoding batches (0: in this process);
-      prefetch: batches prepared ahead.
+    num_workers: Grain worker processes decoding batches (0: `prefetch` threads of this
+      process decode them); prefetch: batches prepared ahead (per worker).
     views: eval only; > 1 makes that many passes with random crops keyed by (seed, pass,
       record): the augmented views `pretokenize` stores.
     State: stream.get_state() / set_state(); see BatchStream.
