@@ -8,7 +8,8 @@ smooth colour field with noise, quality 90) into DIR (a temporary dir by default
 as a TFDS dataset, then prints images/s of `make_image_stream(..., train=True)` (decode, Lanczos
 resize to 288, random 256 crop, batching) for each worker count, and of a single-core loop that
 reads the same files and runs the same `preprocess` on them with PIL, over as many images as a
-stream is timed for. A stream is timed after its first `workers + 2` batches, so worker start-up
+stream is timed for, and of two such loops at once in two processes (the machine's own ceiling
+for two decoding processes). A stream is timed after its first `workers + 2` batches, so worker start-up
 is not counted. Every configuration runs once per round, the rounds interleaved, and the median
 round is printed (a shared or virtual machine's speed drifts by tens of percent within minutes;
 interleaving keeps the ratios fair). Then tokens/s of the pre-tokenized training stream
@@ -18,6 +19,7 @@ a JSON summary.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import io
 import itertools
 import json
@@ -70,6 +72,17 @@ def plain_loop(paths: list[str], image_size: int, count: int) -> tuple[float, fl
         with open(path, "rb") as f:
             preprocess(f.read(), image_size, rng)
     return (count / (time.perf_counter() - start), count / (cpu_seconds() - cpu))
+
+
+def parallel_loops(paths: list[str], image_size: int, count: int, procs: int) -> float:
+    """Images/s of `procs` plain loops at once in separate processes, `count` images each: what
+    the machine itself gives that many decoding processes (its cores may share a physical core,
+    a cache or memory bandwidth), the ceiling for as many Grain workers."""
+    with concurrent.futures.ProcessPoolExecutor(procs) as pool:
+        list(pool.map(plain_loop, [paths] * procs, [image_size] * procs, [procs] * procs))
+        start = time.perf_counter()
+        list(pool.map(plain_loop, [paths] * procs, [image_size] * procs, [count] * procs))
+        return procs * count / (time.perf_counter() - start)
 
 
 def stream_rate(root: str, data_dir: str, image_size: int, batch: int, batches: int,
@@ -125,8 +138,10 @@ def main() -> None:
     load_before = os.getloadavg()
     workers = [int(x) for x in args.workers.split(",")]
     runs = {name: [] for name in ["plain_loop", *(f"workers_{w}" for w in workers)]}
+    parallel = []
     for _ in range(args.rounds):
         runs["plain_loop"].append(plain_loop(paths, args.image_size, args.batches * args.batch))
+        parallel.append(parallel_loops(paths, args.image_size, args.batches * args.batch // 2, 2))
         for w in workers:
             runs[f"workers_{w}"].append(stream_rate(root, data_dir, args.image_size, args.batch,
                                                     args.batches, w))
@@ -142,6 +157,11 @@ def main() -> None:
         print(f"{label:24s}: {rate:7.1f} images/s ({rate / results['plain_loop']:.2f}x the "
               f"plain loop), {per_cpu:6.1f} images/CPU-s; rounds "
               f"{', '.join(f'{r:.0f}' for r, _ in rounds)}")
+    results["plain_loops_2_processes"] = float(np.median(parallel))
+    print(f"2 plain loops at once   : {results['plain_loops_2_processes']:7.1f} images/s "
+          f"({results['plain_loops_2_processes'] / results['plain_loop']:.2f}x one loop: what "
+          f"this machine gives 2 decoding processes); rounds "
+          f"{', '.join(f'{r:.0f}' for r in parallel)}")
     results["tokens_per_s"] = token_rate(os.path.join(base, "tokens"), 8192, 4, 680, 256, 30)
     print(f"pre-tokenized stream: {results['tokens_per_s'] / 1e6:.2f} M tokens/s "
           f"({results['tokens_per_s'] / 680:.0f} images/s of d16 at 256 px)")
