@@ -41,8 +41,8 @@ def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = N
     """Prepares a source's TFDS dataset (array_record) unless already there; returns the builder.
 
     "imagenet2012" needs `manual_dir` holding IMAGENET_TARS; "imagenette" downloads; "digits"
-    and "folder:<path>" read local files. With progress bars; an interrupted folder resumes at
-    its first unfinished shard (write_folder), TFDS datasets start over. With several hosts,
+    and "folder:<path>" read local files. With progress bars; a folder in a local data_dir
+    resumes at its first unfinished shard (write_folder), the rest start over. With several hosts,
     run this once (one process) before training, so the hosts do not all prepare a copy.
     """
     builder = dataset_builder(source, data_dir)
@@ -50,7 +50,7 @@ def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = N
         return builder
     if source == "imagenet2012":
         _check_manual_dir(builder, manual_dir)
-    if parse_source(source)[0] == "folder":
+    if parse_source(source)[0] == "folder" and "://" not in str(builder.data_dir):
         from var_jax.data.class_folder import write_folder
         write_folder(builder)
     else:
