@@ -3,6 +3,9 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -172,3 +175,51 @@ def test_interrupted_preparation_redoes_only_the_unfinished_shards(image_folder,
     assert builder.is_prepared() and not os.path.exists(f"{resumed}.partial")
     assert _files(resumed) == _files(whole)
     assert _stream(image_folder, str(tmp_path / "resumed"), 12, train=False).num_records == 12
+
+
+KILLED_AT_THE_8TH_IMAGE = """
+import os, signal, sys
+from var_jax.data import class_folder, prepare
+class_folder.SHARD_IMAGES = 3
+generate, count = class_folder.VarJaxClassFolder._generate_examples, [0]
+def dying(self, files):
+    for item in generate(self, files):
+        count[0] += 1
+        if count[0] == 8:
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield item
+class_folder.VarJaxClassFolder._generate_examples = dying
+prepare("folder:" + sys.argv[1], sys.argv[2])
+"""
+
+
+def test_preparation_killed_inside_a_shard_resumes_from_that_shard(image_folder, tmp_path,
+                                                                  monkeypatch):
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_THE_8TH_IMAGE, image_folder,
+                             str(tmp_path / "killed")], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    monkeypatch.setattr(class_folder, "SHARD_IMAGES", 3)
+    generate, read = VarJaxClassFolder._generate_examples, []
+
+    def counting(self, files):
+        for key, example in generate(self, files):
+            read.append(key)
+            yield key, example
+
+    monkeypatch.setattr(VarJaxClassFolder, "_generate_examples", counting)
+    source = f"folder:{image_folder}"
+    resumed = prepare(source, str(tmp_path / "killed")).data_path
+    assert read == [rel for rel, _ in list_class_folder(image_folder).files][6:]
+    whole = prepare(source, str(tmp_path / "whole")).data_path
+    # Shards written by two processes hold the same records, but TFDS serializes each
+    # tf.train.Example's feature map in a per-process order: compare the decoded records.
+    assert _records(source, tmp_path / "killed") == _records(source, tmp_path / "whole")
+    metadata = lambda files: {k: v for k, v in files.items() if "array_record" not in k}  # noqa
+    assert metadata(_files(resumed)) == metadata(_files(whole))
+    assert sorted(_files(resumed)) == sorted(_files(whole))
+
+
+def _records(source, data_dir):
+    records = open_records(source, "train", 16, data_dir=str(data_dir))._source
+    return [(r["image"], int(r["label"]), r["file_name"]) for r in map(records.__getitem__,
+                                                                      range(len(records)))]
