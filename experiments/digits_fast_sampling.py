@@ -39,11 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="var_jax_demo", help="the `var-jax demo` work dir")
     p.add_argument("--seed", type=int, default=0, help="the demo's seed (trainings and judge)")
+    p.add_argument("--image-size", type=int, default=16, help="the demo's --image-size")
     p.add_argument("--small-depth", type=int, default=2, help="the small transformer's depth")
     p.add_argument("--small-width", type=int, default=64, help="its embed_dim")
     p.add_argument("--samples-per-class", type=int, default=50)
     p.add_argument("--sample-seeds", default="0,1", help="sampling keys, comma separated")
-    p.add_argument("--draft-scales", default="3,2,1", help="N values, comma separated")
+    p.add_argument("--draft-scales", default="3,2,1",
+                   help="N values, comma separated (16 px has 4 scales, 32 px 6)")
     p.add_argument("--prune-ratios", default="0.25,0.5,0.75", help="ratios, comma separated")
     p.add_argument("--prune-scales", default="1,2", help="last-scale counts, comma separated")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
@@ -72,7 +74,7 @@ def variants(args, large, small) -> list[tuple[str, tuple, dict]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    settings = demo_settings(seed=args.seed)
+    settings = demo_settings(seed=args.seed, image_size=args.image_size)
     run_dir = os.path.abspath(os.path.join(args.workdir, settings.name))
     tokenizer_dir, _ = train_tokenizer(settings, run_dir)
     large_params, _ = train_transformer(settings, run_dir, tokenizer_dir)
