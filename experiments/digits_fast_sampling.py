@@ -11,7 +11,8 @@ same keys (one key per --sample-seeds value), with the demo's sampling settings 
 top-p), and scores them with one demo judge (fitted once on the held-out "clf_train" digits):
 plain large, plain small, draft-refine (large drafts N scales, small refines) for each
 --draft-scales, and token pruning on the large model for each --prune-ratios x --prune-scales.
-Prints one JSON line per (variant, seed) and a Markdown table of mean ± half-range over seeds.
+Prints the Fréchet distance of the real training digits (the floor), one JSON line per
+(variant, seed) and a Markdown table of mean ± half-range over seeds.
 See README, "Faster sampling (beyond the paper)".
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from var_jax.data import load_split
 from var_jax.demo.config import demo_settings
 from var_jax.demo.judge import DigitsJudge, score_samples, to_judge_pixels
 from var_jax.demo.run import train_tokenizer, train_transformer
+from var_jax.evaluation.frechet import frechet_distance_of_features
 from var_jax.sampling import sample
 
 
@@ -90,6 +92,9 @@ def main(argv=None) -> int:
 
     judge = DigitsJudge.fit(*pixels("clf_train"), seed=args.seed)
     test_px, test_labels = pixels("clf_test")
+    reference = frechet_distance_of_features(judge.features(pixels("train")[0]),
+                                             judge.features(test_px))
+    print(json.dumps(dict(reference_frechet=reference)), flush=True)   # real training digits
     asked_B = np.repeat(np.arange(settings.transformer.var.num_classes), args.samples_per_class)
     rows = []
     for name, (params, cfg), kw in variants(args, large, small):
@@ -107,7 +112,7 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.out:
-        atomic.write_json(args.out, rows)
+        atomic.write_json(args.out, dict(reference_frechet=reference, rows=rows))
     print(markdown_table(rows))
     return 0
 
