@@ -27,13 +27,29 @@ from var_jax.sampling import sample
 from var_jax.var import init_var_params
 
 
+def preset(name: str) -> str:
+    """'30' or 'd30' -> 'd30'; 'tiny' (a toy model, for the test) stays; '0' or '' -> '' (none)."""
+    name = name.strip()
+    if name in ("", "0", "tiny"):
+        return "" if name == "0" else name
+    if not name.removeprefix("d").isdigit():
+        raise argparse.ArgumentTypeError(f"{name!r} is not a depth: use e.g. 16, d30 or tiny")
+    return f"d{name.removeprefix('d')}"
+
+
+def presets(text: str) -> list[str]:
+    """Comma-separated `preset`s, the '0's dropped."""
+    return [m for m in map(preset, text.split(",")) if m]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--drafter", type=int, default=30, help="drafter depth (0: skip draft-refine)")
-    p.add_argument("--refiner", type=int, default=16, help="refiner depth")
+    p.add_argument("--drafter", type=preset, default="d30",
+                   help="drafter depth, e.g. 30 (0: skip draft-refine)")
+    p.add_argument("--refiner", type=preset, default="d16", help="refiner depth")
     p.add_argument("--draft-scales", default="8,6", help="N values, comma separated")
-    p.add_argument("--prune-depths", default="16", help="model depths pruned, comma separated "
-                   "(0: skip pruning)")
+    p.add_argument("--prune-depths", type=presets, default=["d16"],
+                   help="model depths pruned, comma separated (0: skip pruning)")
     p.add_argument("--prune-ratios", default="0.5,0.75", help="ratios, comma separated")
     p.add_argument("--prune-scales", type=int, default=2, help="last scales pruned")
     p.add_argument("--batch", type=int, default=1)
@@ -65,22 +81,23 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     labels = np.arange(args.batch) % 1000
     base = dict(cfg=1.5, top_k=900, top_p=0.96)
-    prune_depths = [int(x) for x in args.prune_depths.split(",") if int(x)]
-    for depth in sorted(set(prune_depths) | ({args.drafter} - {0})):   # each model built once
-        var_cfg, vae_cfg = configs(f"d{depth}", "float32")
+    models = sorted(set(args.prune_depths) | ({args.drafter} - {""}),   # each built once
+                    key=lambda m: 0 if m == "tiny" else int(m[1:]))
+    for model in models:
+        var_cfg, vae_cfg = configs(model, "float32")
         var_params, vae_params = random_params(var_cfg, vae_cfg)
         run = functools.partial(sample, var_params, vae_params, var_cfg, vae_cfg, labels, **base)
-        time_variant(f"d{depth} plain", run, args.batch, args.repeats)
-        if depth in prune_depths:
+        time_variant(f"{model} plain", run, args.batch, args.repeats)
+        if model in args.prune_depths:
             for r in (float(x) for x in args.prune_ratios.split(",")):
-                time_variant(f"d{depth} prune ratio {r} last {args.prune_scales} scales",
+                time_variant(f"{model} prune ratio {r} last {args.prune_scales} scales",
                              functools.partial(run, prune_ratio=r, prune_scales=args.prune_scales),
                              args.batch, args.repeats)
-        if depth == args.drafter:
-            ref_cfg, _ = configs(f"d{args.refiner}", "float32")
+        if model == args.drafter:
+            ref_cfg, _ = configs(args.refiner, "float32")
             ref_params = init_var_params(ref_cfg, jax.random.key(1))
             for n in (int(x) for x in args.draft_scales.split(",")):
-                time_variant(f"d{depth} drafts {n} + d{args.refiner} refines",
+                time_variant(f"{model} drafts {n} + {args.refiner} refines",
                              functools.partial(run, refiner=(ref_params, ref_cfg), draft_scales=n),
                              args.batch, args.repeats)
             del ref_params
