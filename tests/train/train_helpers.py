@@ -72,8 +72,8 @@ class ToyTask(Task):
         self.config = config
         self.model = ToyModel()
 
-    def init_params(self, rng):
-        return self.model.init(rng, jnp.zeros((1, DIM)))["params"]
+    def init(self, rng):
+        return {"params": self.model.init(rng, jnp.zeros((1, DIM)))["params"]}
 
     def optimizer(self):
         loop = self.config.loop
