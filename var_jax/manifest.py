@@ -16,8 +16,10 @@ import functools
 import hashlib
 import json
 import os
+import subprocess
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 FORMAT = "var_jax.manifest/1"
@@ -50,8 +52,6 @@ def manifest_hash(manifest: Mapping) -> str:
 
 def flatten(tree) -> dict[str, Any]:
     """{"params/blocks_0/kernel": leaf} of a pytree of arrays (dict keys, sequence indices)."""
-    import jax
-
     def name(path) -> str:
         parts = []
         for k in path:
@@ -73,7 +73,6 @@ def array_entries(tree) -> dict[str, dict]:
 
 
 def _host(leaf):
-    import jax
     return np.asarray(jax.device_get(leaf))
 
 
@@ -92,9 +91,23 @@ def source_files() -> dict[str, str]:
     return out
 
 
+def git_commit() -> str | None:
+    """HEAD of the repository this package runs from (+dirty with uncommitted changes), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def code_fingerprint() -> dict:
     """The source that is running: one digest over its files, the per-file digests, git."""
-    from var_jax.checkpoint import git_commit
     files = source_files()
     return {"fingerprint": json_digest(files), "git_commit": git_commit(), "files": files}
 

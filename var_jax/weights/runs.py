@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
+import orbax.checkpoint as ocp
 
+from var_jax import manifest as manifest_lib
+from var_jax.checkpoint import Checkpointer, DamagedCheckpointError
 from var_jax.configs import VARConfig, VQVAEConfig, config_from_dict
 
 _CHECKPOINTS, _CONFIG, _STATE = "checkpoints", "config.json", "state"
@@ -43,13 +47,6 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, *,
     the EMA weights when the run keeps them, else the live ones. The checkpoint's arrays are
     checked against its manifest (TamperedError naming the array; `allow_tampered`: a
     warning)."""
-    import logging
-
-    import orbax.checkpoint as ocp
-
-    from var_jax import manifest as manifest_lib
-    from var_jax.checkpoint import Checkpointer, DamagedCheckpointError
-
     run_dir = os.path.abspath(os.fspath(run_dir))
     cfg = run_model_config(run_dir)
     steps = checkpoint_steps(run_dir)

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from var_jax import atomic
 from var_jax import manifest as manifest_lib
 from var_jax.configs import VARConfig, VQVAEConfig, config_from_dict, config_to_dict
+from var_jax.weights.strict import non_finite_summary
 
 _CONFIG_FILE = "config.json"
 _PARAMS_DIR = "params"
@@ -25,9 +30,6 @@ def save_converted(directory: str | os.PathLike, cfg: VQVAEConfig | VARConfig, p
     must not exist or be empty. Leaves are written as host numpy arrays, so the weights load on
     any device count.
     """
-    import jax
-    import orbax.checkpoint as ocp
-
     directory = os.path.abspath(os.fspath(directory))
     if os.path.isdir(directory) and os.listdir(directory):
         what = "already holds converted weights" if is_converted_dir(directory) else "is not empty"
@@ -65,9 +67,7 @@ def save_converted(directory: str | os.PathLike, cfg: VQVAEConfig | VARConfig, p
 
 
 def _sync(name: str) -> None:
-    import jax
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
 
 
@@ -100,9 +100,6 @@ def load_converted(directory: str | os.PathLike, *, allow_tampered: bool = False
     The config and every array are checked against manifest.json: a mismatch raises
     TamperedError naming the array (or config.json) and both hashes; `allow_tampered` logs it.
     """
-    import logging
-
-    import orbax.checkpoint as ocp
 
     directory = os.path.abspath(os.fspath(directory))
     if not is_converted_dir(directory):
@@ -145,8 +142,6 @@ def _as_numpy(tree):
 
 
 def _refuse_non_finite(params: dict, directory: str, path: str = "") -> None:
-    from var_jax.weights.strict import non_finite_summary
-
     for k, v in params.items():
         if isinstance(v, dict):
             _refuse_non_finite(v, directory, f"{path}{k}/")
