@@ -170,10 +170,8 @@ class Checkpointer:
         if manifest_lib.json_digest(data) != manifest.get("data_sha256"):
             problems.append(f"{where}: the data state has sha256 {manifest_lib.json_digest(data)}"
                             f", the manifest says {manifest.get('data_sha256')}")
-        if problems and not allow_tampered:
-            manifest_lib.refuse(problems)
+        manifest_lib.enforce(problems, allow_tampered, f"restoring {where}")
         if problems:
-            log.warning("resuming from a tampered checkpoint (--allow-tampered): %s", problems)
             self.record_override({"allow_tampered": problems, "step": int(step)})
         self._parent = manifest_lib.manifest_hash(manifest)
         self.restored_manifest = manifest

@@ -15,12 +15,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import subprocess
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 FORMAT = "var_jax.manifest/1"
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -174,10 +177,17 @@ def compare_shapes(manifest: Mapping, target, where: str) -> list[str]:
     return problems
 
 
-def refuse(problems: list[str], *, flag: str = "--allow-tampered (allow_tampered=True)") -> None:
-    """Raise TamperedError listing `problems` (the first few)."""
+def enforce(problems: list[str], allow_tampered: bool, what: str) -> None:
+    """Raise TamperedError listing `problems` (the first few), unless `allow_tampered`: then
+    log that `what` (e.g. "loading weights") goes on despite them. No problems: nothing."""
+    if not problems:
+        return
+    if allow_tampered:
+        log.warning("%s despite a failed integrity check (--allow-tampered): %s", what, problems)
+        return
     shown = "\n  ".join(problems[:5])
     more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
     raise TamperedError(f"integrity check failed:\n  {shown}{more}\nThe files were changed "
-                        f"after they were written. Use a trusted copy, or pass {flag} to load "
-                        "them anyway (recorded in the next manifest).")
+                        "after they were written. Use a trusted copy, or pass --allow-tampered "
+                        "(allow_tampered=True) to load them anyway (recorded in the next "
+                        "manifest).")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 
@@ -120,24 +119,21 @@ def load_converted(directory: str | os.PathLike, *, allow_tampered: bool = False
     except ValueError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); re-convert the weights.") from e
     with ocp.StandardCheckpointer() as ckptr:
-        params = _as_numpy(ckptr.restore(os.path.join(directory, _PARAMS_DIR)))
+        params = as_numpy(ckptr.restore(os.path.join(directory, _PARAMS_DIR)))
     if manifest is not None:
         if manifest_lib.json_digest(config) != manifest_lib.json_digest(manifest["config"]):
             problems.append(f"{path} has sha256 {manifest_lib.json_digest(config)}, the "
                             f"manifest says {manifest_lib.json_digest(manifest['config'])}")
         problems += manifest_lib.compare_arrays(manifest, params, directory)
-    if problems and not allow_tampered:
-        manifest_lib.refuse(problems)
-    if problems:
-        logging.getLogger(__name__).warning("loading weights that fail their integrity check "
-                                            "(allow_tampered): %s", problems)
+    manifest_lib.enforce(problems, allow_tampered, f"loading the weights in {directory}")
     _refuse_non_finite(params, directory)
     return config_from_dict(config), params
 
 
-def _as_numpy(tree):
+def as_numpy(tree):
+    """A nested dict of arrays as numpy arrays."""
     if isinstance(tree, dict):
-        return {k: _as_numpy(v) for k, v in tree.items()}
+        return {k: as_numpy(v) for k, v in tree.items()}
     return np.asarray(tree)
 
 
