@@ -133,31 +133,26 @@ def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None, *,
     """(state, shardings, restored data-stream state or None, start step).
 
     Resumes from checkpoint `step` of `ckpt`, by default the latest intact one when there is
-    one (arrays read straight
-    into this mesh's shardings and checked against its manifest; see Checkpointer.restore);
-    otherwise every array is created on its devices, already sharded.
+    one (arrays read straight into this mesh's shardings and checked against its manifest; see
+    Checkpointer.restore); otherwise every array is created on its devices, already sharded.
     `frozen` is never restored: it comes from `task.load_frozen`, else from `task.init`.
     """
     init_fn, abstract, shardings = state_initializer(task, loop, mesh)
     frozen = task.load_frozen(shardings.frozen)
     if frozen is None:   # init's own (the rest of init is pruned from this program)
         frozen = jax.jit(lambda k: nn.unbox(init_fn(k).frozen), out_shardings=shardings.frozen)(key)
-    rest = shardings.replace(frozen=None)
     if ckpt is None or not ckpt.all_steps():
-        start, data_state = 0, None
-        state = jax.jit(lambda k: nn.unbox(init_fn(k)).replace(frozen=None), out_shardings=rest)(key)
-    elif step is None:
-        start, restored, data_state, _ = ckpt.restore_latest(abstract.checkpointed(),
-                                                             allow_tampered=allow_tampered)
-        state = abstract.with_checkpointed(restored)
+        state = jax.jit(lambda k: nn.unbox(init_fn(k)).replace(frozen=None),
+                        out_shardings=shardings.replace(frozen=None))(key)
+        return state.replace(frozen=frozen), shardings, None, 0
+    if step is None:
+        step, restored, data_state, _ = ckpt.restore_latest(abstract.checkpointed(),
+                                                            allow_tampered=allow_tampered)
     else:
-        start = step
         restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step,
                                                allow_tampered=allow_tampered)
-        state = abstract.with_checkpointed(restored)
-    if start:
-        log.info("resumed from step %d of %s", start, ckpt.directory)
-    return state.replace(frozen=frozen), shardings, data_state, start
+    log.info("resumed from step %d of %s", step, ckpt.directory)
+    return abstract.with_checkpointed(restored).replace(frozen=frozen), shardings, data_state, step
 
 
 def check_config_change(recorded: dict | None, current: dict, allow: bool, ckpt) -> None:
