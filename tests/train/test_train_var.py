@@ -1,5 +1,8 @@
 """The VAR training task: FLOPs, loss pieces, tokenization paths, and a real run that learns."""
 import dataclasses
+import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -195,3 +198,18 @@ def test_a_trained_tokenizer_is_loaded_onto_the_frozen_shardings(tiny_var, tmp_p
     chex.assert_trees_all_equal(jax.device_get(loaded), vae_params)
     assert jax.tree.leaves(loaded)[0].sharding == jax.tree.leaves(shardings.frozen)[0]
     assert task.load_frozen(shardings.frozen) is None      # no tokenizer: keep the random one
+
+
+def test_building_the_trainers_starts_no_jax_backend():
+    # jax.distributed.initialize() (train_and_evaluate's first call) must precede any backend
+    code = ("from jax._src import xla_bridge as xb\n"
+            "from train_helpers import tiny_var_config\n"
+            "from var_jax.train.tokenizer_task import TokenizerTask\n"
+            "from var_jax.train.var_task import VARTask\n"
+            "VARTask(tiny_var_config())\n"
+            "assert not xb._backends, 'a JAX backend was started'\n")
+    path = os.pathsep.join([os.path.dirname(__file__), os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": path}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
