@@ -55,6 +55,7 @@ class VarJaxDigits(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
+        # local: scikit-learn (the digits' source) only while preparing the dataset
         from sklearn.datasets import load_digits
 
         digits = load_digits()

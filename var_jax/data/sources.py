@@ -28,6 +28,7 @@ def dataset_builder(source: str, data_dir: str | None = None):
     """The TFDS builder behind a source (prepare_builder writes it as array_record files)."""
     kind, arg = parse_source(source)
     if kind == "digits":
+        # local (also below): a TFDS builder module; it imports TensorFlow
         from var_jax.data.digits import VarJaxDigits
         return VarJaxDigits(data_dir=data_dir)
     if kind == "folder":
@@ -69,6 +70,7 @@ class DigitsRecords:
     """Digits of one split upscaled once and held in memory; grey copied to 3 channels; no crop."""
 
     def __init__(self, split: str, image_size: int, data_dir: str | None):
+        # local: var_jax.data.digits is a TFDS builder module (imports TensorFlow)
         from var_jax.data.digits import load_digits_split
         self.name = f"digits/{split}"
         self.image_size = image_size

@@ -7,7 +7,9 @@ import os
 import shutil
 from typing import Callable
 
+import jax
 import numpy as np
+from tqdm import tqdm
 
 from var_jax import atomic
 from var_jax.data.pipeline import BatchStream, Layout, derived_seed
@@ -70,7 +72,6 @@ def _write_tokens(stream: BatchStream, encode_fn: Callable, out_dir: str,
     idx_NKL, label_N, done = None, np.zeros((n,), np.int32), 0
     batches = stream
     if progress:
-        from tqdm import tqdm
         batches = tqdm(stream, total=stream.batches_per_epoch, desc="pretokenize", unit="batch")
     for batch in batches:
         mask = batch["mask"]
@@ -150,7 +151,6 @@ def make_token_stream(path: str, batch_size: int, seed: int, train: bool,
     """
     meta = read_token_meta(path)
     if process_index is None or process_count is None:
-        import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     layout = Layout(meta["num_records"], batch_size, seed, train, process_index, process_count)
