@@ -6,13 +6,15 @@ import json
 import logging
 import os
 import socket
-import subprocess
 from typing import Any
 
+import flax
 import jax
+import optax
+import orbax.checkpoint as ocp
 from etils import epath
 
-from var_jax import atomic
+from var_jax import __version__, atomic
 from var_jax import manifest as manifest_lib
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,6 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, save_every: int = 1, keep: int = 3,
                  async_save: bool = True, read_only: bool = False):
-        import orbax.checkpoint as ocp
-
         if save_every < 1 or keep < 1:
             raise ValueError(f"save_every={save_every} and keep={keep} must both be >= 1.")
         self.directory = _absolute(directory)
@@ -170,10 +170,8 @@ class Checkpointer:
         if manifest_lib.json_digest(data) != manifest.get("data_sha256"):
             problems.append(f"{where}: the data state has sha256 {manifest_lib.json_digest(data)}"
                             f", the manifest says {manifest.get('data_sha256')}")
-        if problems and not allow_tampered:
-            manifest_lib.refuse(problems)
+        manifest_lib.enforce(problems, allow_tampered, f"restoring {where}")
         if problems:
-            log.warning("resuming from a tampered checkpoint (--allow-tampered): %s", problems)
             self.record_override({"allow_tampered": problems, "step": int(step)})
         self._parent = manifest_lib.manifest_hash(manifest)
         self.restored_manifest = manifest
@@ -216,32 +214,12 @@ def _abstract(x):
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
 
 
-def git_commit() -> str | None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def provenance(**extra) -> dict:
     """Where a run came from: versions, git commit, devices, host, time, plus `extra`
     (e.g. dataset=..., seed=...)."""
-    import flax
-    import optax
-    import orbax.checkpoint as ocp
-
-    from var_jax import __version__
-
     devices = jax.devices()
     return {
-        "var_jax": __version__, "git_commit": git_commit(), "jax": jax.__version__,
+        "var_jax": __version__, "git_commit": manifest_lib.git_commit(), "jax": jax.__version__,
         "flax": flax.__version__, "optax": optax.__version__,
         "orbax_checkpoint": getattr(ocp, "__version__", None),
         "backend": jax.default_backend(), "device_kind": devices[0].device_kind,

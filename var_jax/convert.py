@@ -15,25 +15,14 @@ from var_jax.weights.runs import is_run_dir, load_run
 from var_jax.weights.store import is_converted_dir, load_converted, save_converted
 from var_jax.weights.torch_zip import (CorruptCheckpointError, UnsafeCheckpointError,
                                        load_torch_state_dict)
-from var_jax.weights.var_keys import stack_blocks
+from var_jax.weights.var_keys import stack_blocks, var_params_from_torch
+from var_jax.weights.vqvae_keys import vqvae_params_from_torch
 
 __all__ = [
     "CorruptCheckpointError", "UnsafeCheckpointError", "infer_config", "load_converted",
     "load_torch_state_dict", "load_weights", "parse_patch_nums", "read_state_dict",
     "save_converted", "var_params_from_torch", "vqvae_params_from_torch",
 ]
-
-
-def vqvae_params_from_torch(sd: dict[str, np.ndarray], cfg: VQVAEConfig) -> dict:
-    """Strictly convert a VQ-VAE state dict (e.g. vae_ch160v4096z32.pth) to `VQVAE(cfg)` params."""
-    from var_jax.weights.vqvae_keys import vqvae_params_from_torch as convert
-    return convert(sd, cfg)
-
-
-def var_params_from_torch(sd: dict[str, np.ndarray], cfg: VARConfig) -> dict:
-    """Strictly convert a VAR state dict (e.g. var_d16.pth) to `VAR(cfg)` params."""
-    from var_jax.weights.var_keys import var_params_from_torch as convert
-    return convert(sd, cfg)
 
 
 def _count(sd: dict, pattern: str) -> int:

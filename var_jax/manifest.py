@@ -15,10 +15,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
+import subprocess
 from typing import Any, Mapping
 
+import jax
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 FORMAT = "var_jax.manifest/1"
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -50,8 +55,6 @@ def manifest_hash(manifest: Mapping) -> str:
 
 def flatten(tree) -> dict[str, Any]:
     """{"params/blocks_0/kernel": leaf} of a pytree of arrays (dict keys, sequence indices)."""
-    import jax
-
     def name(path) -> str:
         parts = []
         for k in path:
@@ -73,7 +76,6 @@ def array_entries(tree) -> dict[str, dict]:
 
 
 def _host(leaf):
-    import jax
     return np.asarray(jax.device_get(leaf))
 
 
@@ -92,9 +94,23 @@ def source_files() -> dict[str, str]:
     return out
 
 
+def git_commit() -> str | None:
+    """HEAD of the repository this package runs from (+dirty with uncommitted changes), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def code_fingerprint() -> dict:
     """The source that is running: one digest over its files, the per-file digests, git."""
-    from var_jax.checkpoint import git_commit
     files = source_files()
     return {"fingerprint": json_digest(files), "git_commit": git_commit(), "files": files}
 
@@ -161,10 +177,17 @@ def compare_shapes(manifest: Mapping, target, where: str) -> list[str]:
     return problems
 
 
-def refuse(problems: list[str], *, flag: str = "--allow-tampered (allow_tampered=True)") -> None:
-    """Raise TamperedError listing `problems` (the first few)."""
+def enforce(problems: list[str], allow_tampered: bool, what: str) -> None:
+    """Raise TamperedError listing `problems` (the first few), unless `allow_tampered`: then
+    log that `what` (e.g. "loading weights") goes on despite them. No problems: nothing."""
+    if not problems:
+        return
+    if allow_tampered:
+        log.warning("%s despite a failed integrity check (--allow-tampered): %s", what, problems)
+        return
     shown = "\n  ".join(problems[:5])
     more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
     raise TamperedError(f"integrity check failed:\n  {shown}{more}\nThe files were changed "
-                        f"after they were written. Use a trusted copy, or pass {flag} to load "
-                        "them anyway (recorded in the next manifest).")
+                        "after they were written. Use a trusted copy, or pass --allow-tampered "
+                        "(allow_tampered=True) to load them anyway (recorded in the next "
+                        "manifest).")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from PIL import Image
+
 
 def check_output_file(path: str, flag: str, *, image: bool = False) -> None:
     """`path` can be (over)written as a file: not a folder, its folder exists and is writable;
@@ -17,7 +19,6 @@ def check_output_file(path: str, flag: str, *, image: bool = False) -> None:
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise ValueError(f"{flag} {path} exists and is not writable; pick another file.")
     if image:
-        from PIL import Image
         ext = os.path.splitext(path)[1].lower()
         fmt = Image.registered_extensions().get(ext)
         if fmt is None or fmt not in Image.SAVE:

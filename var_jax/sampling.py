@@ -14,6 +14,7 @@ from var_jax.fast_sampling import (Refiner, cache_begins, check_fast_options, ke
                                    prefill, run_scale)
 from var_jax.token_filter import filter_logits
 from var_jax.var import VAR, init_kv_cache
+from var_jax.vqvae import VQVAE
 
 
 class SamplerOptions(NamedTuple):
@@ -53,8 +54,6 @@ def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConf
     so that a batch-sharded layout keeps each image's pair on one device.
     refiner and opts.draft_scales / prune_ratio / prune_scales: var_jax/fast_sampling.py.
     """
-    from var_jax.vqvae import VQVAE
-
     refiner_cfg = None if refiner is None else refiner.cfg
     N = check_fast_options(var_cfg, refiner_cfg, opts.draft_scales, opts.prune_ratio,
                            opts.prune_scales)
@@ -114,7 +113,6 @@ def _report_scale(si: int, num_scales: int, pn: int, _token) -> None:
 
 def decode_to_unit(vae_params, vae_cfg: VQVAEConfig, f_hat_BhwC):
     """Decode f_hat to images in [0, 1] (the decoder output is clamped to [-1, 1])."""
-    from var_jax.vqvae import VQVAE
     imgs = VQVAE(vae_cfg).apply({"params": vae_params}, f_hat_BhwC, method=VQVAE.decode_fhat)
     return (imgs.astype(jnp.float32) + 1.0) * 0.5
 
@@ -124,8 +122,6 @@ def _program(models_params, vae_params, labels_B, key_data_B, edit_B, cfg_scale,
     """The one sampler program: (images (B, H, W, 3) in [0, 1], idx_BL). models_params:
     (var_params, refiner params or None). edit_B: None, or (images (B, H, W, 3) in [0, 1],
     per-scale (B, pn*pn) "sample here" masks) whose tokens are kept outside the masks."""
-    from var_jax.vqvae import VQVAE
-
     var_params, refiner_params = models_params
     refiner = None if refiner_cfg is None else Refiner(refiner_params, refiner_cfg)
     forced = None

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_SIGN = jnp.uint32(0x80000000)
+_SIGN = np.uint32(0x80000000)   # numpy: importing the sampler starts no JAX backend
 
 
 def ordered_bits(x_NV: jax.Array) -> jax.Array:

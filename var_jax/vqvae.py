@@ -132,7 +132,6 @@ class VQVAE(nn.Module):
         """Sampling step at scale `si` (python int): add the scale's code vectors h_BlC
         (B, pn_si^2, Cvae) to f_hat; returns (f_hat, input of scale si+1 (B, pn_{si+1}^2, Cvae))
         (for the last scale the second item is f_hat flattened)."""
-        self._check_fhat(f_hat_BhwC)
         _, phis = self.quantize.arrays()
         return msvq.next_scale_input(si, f_hat_BhwC, h_BlC, phis, self.cfg)
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trust_helpers import run_cli, toy_config
-
-from train_helpers import tiny_var_config
+from train_helpers import tiny_var_config, toy_config
+from trust_helpers import run_cli
 from var_jax.train.experiment import override
 from var_jax.workdir_lock import WorkdirLock
 

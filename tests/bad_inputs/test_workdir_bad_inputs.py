@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from trust_helpers import (TESTS, ToyTask, flip_byte, largest_file, random_params, run_cli,
-                           toy_config, toy_streams, train_toy)
+from train_helpers import ToyTask, toy_config, toy_streams, train_toy
+from trust_helpers import TESTS, flip_byte, largest_file, random_params, run_cli
 
 import train_helpers
 from var_jax.checkpoint import Checkpointer, DamagedCheckpointError
@@ -26,16 +26,9 @@ from var_jax.weights.store import load_converted, save_converted
 from var_jax.workdir_lock import WorkdirLock, WorkdirLockedError
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    """A finished 4-step toy run with checkpoints 2 and 4."""
-    path = tmp_path_factory.mktemp("toy") / "run"
-    train_toy(path)
-    return path
-
-
 @pytest.fixture
 def run(toy_run, tmp_path):
+    """A copy of the `toy_run` to spoil (tmp_path / "run")."""
     path = tmp_path / "run"
     shutil.copytree(toy_run, path)
     return path
@@ -439,8 +432,7 @@ def _convert_on_a_full_disk(tmp_path, monkeypatch):
 
 def _train_on_a_full_disk(tmp_path, monkeypatch):
     from var_jax import atomic
-    workdir = tmp_path / "run"
-    train_toy(workdir)
+    workdir = tmp_path / "run"                                   # the finished toy run
     before = (workdir / "config.json").read_bytes()
     real = atomic.write_bytes
 
@@ -457,8 +449,7 @@ def _train_on_a_full_disk(tmp_path, monkeypatch):
 
 
 def _cut_metrics_line(tmp_path, monkeypatch):
-    workdir = tmp_path / "run"
-    train_toy(workdir)
+    workdir = tmp_path / "run"                                   # the finished toy run
     shutil.rmtree(workdir / "checkpoints" / "4")
     with open(workdir / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "lo')                               # a crash mid-append
@@ -474,7 +465,7 @@ CRASH_CASES = [
 
 
 @pytest.mark.parametrize("case", [c[1] for c in CRASH_CASES], ids=[c[0] for c in CRASH_CASES])
-def test_a_crash_mid_write_leaves_usable_files(tmp_path, monkeypatch, case):
+def test_a_crash_mid_write_leaves_usable_files(tmp_path, monkeypatch, run, case):
     assert case(tmp_path, monkeypatch)
 
 

@@ -1,4 +1,5 @@
-"""Helpers of the bad-input catalogue: a tiny toy run to damage, byte flips, the CLI."""
+"""Helpers of the bad-input catalogue: byte flips, the CLI, random params (the toy run to damage:
+tests/train/train_helpers.py, the `toy_run` fixture of tests/conftest.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,25 +8,7 @@ import os
 
 import numpy as np
 
-from train_helpers import ToyConfig, ToyTask, toy_streams  # tests/train: see conftest.py
-
-from var_jax.train.loop import LoopConfig
-
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def toy_config(total_steps: int = 4, **loop) -> ToyConfig:
-    """Checkpoints every 2 steps (all kept), no TensorBoard: a run of a few seconds."""
-    kw = dict(global_batch=8, total_steps=total_steps, log_every=1, checkpoint_every=2,
-              keep_checkpoints=5, tensorboard=False, progress_bar=False, async_checkpoint=False)
-    return ToyConfig(loop=LoopConfig(**{**kw, **loop}))
-
-
-def train_toy(workdir, cfg=None, task=None, **kwargs):
-    from var_jax.train.loop import train_and_evaluate
-    cfg = cfg or toy_config()
-    return train_and_evaluate(cfg, str(workdir), task or ToyTask(cfg), streams=toy_streams(),
-                              **kwargs)
 
 
 def largest_file(folder) -> str:

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from inception_fixtures import GOLDEN
+from var_jax.data.augment import bilinear_matrix
 from var_jax.evaluation import inception_activations, inception_features, load_inception
-from var_jax.evaluation.features import resize_matrices, tf1_bilinear_matrix
+from var_jax.evaluation.features import resize_matrices
 
 
 @pytest.mark.parametrize("size", [64, 256, 299])
@@ -29,7 +30,7 @@ def test_tf_protocol_differs_slightly_and_drops_the_fc_bias(random_inception, in
 
 
 def test_tf1_resize_samples_without_half_pixel_centres():
-    m = tf1_bilinear_matrix(4, 8)       # output i reads source i/2
+    m = bilinear_matrix(4, 8, half_pixel=False)       # output i reads source i/2
     np.testing.assert_allclose(m[:4], [[1, 0, 0, 0], [.5, .5, 0, 0], [0, 1, 0, 0], [0, .5, .5, 0]])
     np.testing.assert_allclose(m[-1], [0, 0, 0, 1])
     rows, _ = resize_matrices(299, 299, "pytorch")

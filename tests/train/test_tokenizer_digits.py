@@ -41,7 +41,7 @@ def test_digits_reconstruction_improves_and_every_scale_keeps_codes(tmp_path):
 
     from var_jax.data import make_image_stream
     key = jax.random.key(0)
-    untrained = TrainState.create(params=task.init_params(key), tx=task.optimizer()[0], rng=key)
+    untrained = TrainState.create(params=task.init(key)["params"], tx=task.optimizer()[0], rng=key)
     stream = make_image_stream("digits", "clf_test", 16, batch_size=BATCH, seed=0, train=False,
                                data_dir=data_dir, prefetch=1)
     evaluate = jax.jit(task.eval_step)

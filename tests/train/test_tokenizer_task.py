@@ -85,7 +85,7 @@ def test_perceptual_loss_uses_the_given_weight_files(tmp_path):
     frozen = task.load_frozen(None)
     np.testing.assert_array_equal(frozen["lin_2"]["kernel"][0, 0, :, 0],
                                   sd["lin2.model.1.weight"][0, :, 0, 0])
-    params = task.init_params(jax.random.key(0))
+    params = task.init(jax.random.key(0))["params"]
     loss, aux = fast_jit(lambda p, f: task.objective(p, {"image": images()}, None,
                                                     lpips_params=f))(params, frozen)
     assert float(aux["perceptual"]) > 0

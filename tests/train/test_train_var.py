@@ -1,5 +1,8 @@
 """The VAR training task: FLOPs, loss pieces, tokenization paths, and a real run that learns."""
 import dataclasses
+import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -87,9 +90,9 @@ def test_progressive_loss_weights_follow_the_reference_pgwp(wp_it, prog_wp_it):
     assert ramped == (prog_wp_it > 1)   # a ramp happened (none when it lasts one step)
 
 
-def test_loss_weighs_every_token_1_over_L(tiny_run):
+def test_loss_weighs_every_token_1_over_L(tiny_var):
     """Without progressive training the objective is sum_l CE_l / L, averaged over images."""
-    task, state, _, _ = tiny_run
+    task, state, _, _ = tiny_var
     rng = np.random.default_rng(1)
     batch = {"idx": jnp.asarray(rng.integers(0, TINY_VAR.vocab_size, (3, TINY_VAR.seq_len)),
                                 jnp.int32), "label": jnp.asarray([0, 1, 2], jnp.int32)}
@@ -113,19 +116,8 @@ def test_bad_pairing_of_configs_is_refused():
         dataclasses.replace(tiny_var_config(), prog_warmup_steps=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_run():
-    """(task, fresh state, mesh, shardings) of the tiny config on one device; built once."""
-    cfg = tiny_var_config(total_steps=150)
-    mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
-    task = VARTask(cfg)
-    with sharding.activate(mesh):
-        state, shardings, _, _ = loop_lib.create_state(task, cfg.loop, mesh, jax.random.key(0))
-    return task, state, mesh, shardings
-
-
-def test_images_and_pre_tokenized_batches_give_the_same_loss(tiny_run):
-    task, state, _, _ = tiny_run
+def test_images_and_pre_tokenized_batches_give_the_same_loss(tiny_var):
+    task, state, _, _ = tiny_var
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.uniform(-1, 1, (4, 3, 3, 3)), jnp.float32)
     labels = jnp.asarray([0, 1, 2, 3], jnp.int32)
@@ -152,10 +144,10 @@ def test_images_and_pre_tokenized_batches_give_the_same_loss(tiny_run):
 
 
 @pytest.mark.slow   # 150 real steps plus the step's compilation
-def test_a_few_hundred_steps_learn_the_class_to_token_map(tiny_run):
+def test_a_few_hundred_steps_learn_the_class_to_token_map(tiny_var):
     """A real run: tokens are a fixed function of the class, so the loss can fall far below
     ln(V); the step also reports grad norm and lr."""
-    task, state, mesh, shardings = tiny_run
+    task, state, mesh, shardings = tiny_var
     rng = np.random.default_rng(1)
     table = rng.integers(0, TINY_VAR.vocab_size, (TINY_VAR.num_classes, TINY_VAR.seq_len))
     with sharding.activate(mesh):
@@ -176,10 +168,10 @@ def test_a_few_hundred_steps_learn_the_class_to_token_map(tiny_run):
     assert 0.0 <= float(metrics["acc_tail"]) <= 1.0
 
 
-def test_sample_hook_equals_sampling_sample_with_the_same_keys(tiny_run):
+def test_sample_hook_equals_sampling_sample_with_the_same_keys(tiny_var):
     from var_jax import sampling
 
-    task, state, mesh, _ = tiny_run
+    task, state, mesh, _ = tiny_var
     cfg = task.config
     with sharding.activate(mesh):      # the hook runs on the training mesh's (FSDP) params
         images = task.sample(state, jax.random.key(3))
@@ -195,10 +187,10 @@ def test_sample_hook_equals_sampling_sample_with_the_same_keys(tiny_run):
     assert np.abs(np.asarray(other) - np.asarray(want)).max() > 1e-3   # the keys matter
 
 
-def test_a_trained_tokenizer_is_loaded_onto_the_frozen_shardings(tiny_run, tmp_path):
+def test_a_trained_tokenizer_is_loaded_onto_the_frozen_shardings(tiny_var, tmp_path):
     from var_jax.weights.store import save_converted
 
-    task, state, mesh, shardings = tiny_run
+    task, state, mesh, shardings = tiny_var
     vae_params = jax.tree.map(lambda x: np.asarray(x) + 1.0, jax.device_get(state.frozen))
     save_converted(tmp_path / "tok", TINY_VAE, vae_params)
     cfg = dataclasses.replace(task.config, tokenizer=str(tmp_path / "tok"))
@@ -206,3 +198,18 @@ def test_a_trained_tokenizer_is_loaded_onto_the_frozen_shardings(tiny_run, tmp_p
     chex.assert_trees_all_equal(jax.device_get(loaded), vae_params)
     assert jax.tree.leaves(loaded)[0].sharding == jax.tree.leaves(shardings.frozen)[0]
     assert task.load_frozen(shardings.frozen) is None      # no tokenizer: keep the random one
+
+
+def test_building_the_trainers_starts_no_jax_backend():
+    # jax.distributed.initialize() (train_and_evaluate's first call) must precede any backend
+    code = ("from jax._src import xla_bridge as xb\n"
+            "from train_helpers import tiny_var_config\n"
+            "from var_jax.train.tokenizer_task import TokenizerTask\n"
+            "from var_jax.train.var_task import VARTask\n"
+            "VARTask(tiny_var_config())\n"
+            "assert not xb._backends, 'a JAX backend was started'\n")
+    path = os.pathsep.join([os.path.dirname(__file__), os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": path}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

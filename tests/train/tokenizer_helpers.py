@@ -39,8 +39,7 @@ def make_task(loss=TokenizerLossConfig(), codebook=CodebookConfig(), total_steps
 
 def make_state(task, seed=0):
     key = jax.random.key(seed)
-    return TrainState.create(params=task.init_params(key), tx=task.optimizer()[0], rng=key,
-                             frozen=task.init_frozen(key), extra=task.init_extra())
+    return TrainState.create(**task.init(key), tx=task.optimizer()[0], rng=key)
 
 
 def images(seed=1, n=4):

@@ -16,7 +16,7 @@ from var_jax.configs import VARConfig, VQVAEConfig
 from var_jax.sharding import MeshConfig
 from var_jax.train.accumulate import value_and_grad_accumulated
 from var_jax.train.input import DataConfig
-from var_jax.train.loop import LoopConfig, Task
+from var_jax.train.loop import LoopConfig, Task, train_and_evaluate
 from var_jax.train.optimizer import OptimConfig, make_optimizer
 
 DIM, HIDDEN, CLASSES = 16, 32, 8
@@ -72,8 +72,8 @@ class ToyTask(Task):
         self.config = config
         self.model = ToyModel()
 
-    def init_params(self, rng):
-        return self.model.init(rng, jnp.zeros((1, DIM)))["params"]
+    def init(self, rng):
+        return {"params": self.model.init(rng, jnp.zeros((1, DIM)))["params"]}
 
     def optimizer(self):
         loop = self.config.loop
@@ -135,6 +135,19 @@ def toy_streams(poison_at: int = -1):
     return streams
 
 
+def toy_config(total_steps: int = 4, **loop) -> ToyConfig:
+    """Checkpoints every 2 steps (all kept), no TensorBoard: a run of a few seconds."""
+    kw = dict(global_batch=8, total_steps=total_steps, log_every=1, checkpoint_every=2,
+              keep_checkpoints=5, tensorboard=False, progress_bar=False, async_checkpoint=False)
+    return ToyConfig(loop=LoopConfig(**{**kw, **loop}))
+
+
+def train_toy(workdir, cfg=None, task=None, **kwargs):
+    cfg = cfg or toy_config()
+    return train_and_evaluate(cfg, str(workdir), task or ToyTask(cfg), streams=toy_streams(),
+                              **kwargs)
+
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -171,7 +184,6 @@ class SlowStream(ArrayStream):
 def run_toy(workdir: str, total_steps: int, delay: float) -> None:
     """Train the toy task (checkpoint every 10 steps, a metrics row every step) and write the
     final params to workdir/final_params.npz."""
-    from var_jax.train.loop import train_and_evaluate
 
     cfg = ToyConfig(loop=LoopConfig(global_batch=16, total_steps=total_steps, log_every=1,
                                     checkpoint_every=10, tensorboard=False, progress_bar=False,

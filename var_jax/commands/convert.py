@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.configs import VQVAEConfig
     from var_jax.convert import (infer_config, parse_patch_nums, read_state_dict, save_converted,
                                  var_params_from_torch, vqvae_params_from_torch)

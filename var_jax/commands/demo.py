@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = ("Train a small tokenizer and VAR transformer on scikit-learn's bundled handwritten digits "
         "(no download, about 5 minutes on 2 CPU cores), write a grid of samples per digit and a "
@@ -23,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     import jax
 
     from var_jax.demo.config import demo_settings

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from var_jax.commands.options import (add_model_arguments, check_positive, enable_compile_cache,
                                       load_models, say)
 
@@ -42,8 +45,6 @@ def parse_box(box: str) -> tuple[float, float, float, float]:
 
 def box_mask(box: tuple[float, float, float, float], size: int):
     """(size, size) bool, True inside the box (fractions y0, x0, y1, x1)."""
-    import numpy as np
-
     y0, x0, y1, x1 = box
     mask = np.zeros((size, size), bool)
     mask[round(y0 * size):round(y1 * size), round(x0 * size):round(x1 * size)] = True
@@ -52,8 +53,6 @@ def box_mask(box: tuple[float, float, float, float], size: int):
 
 def check_same_aspect(image: str, mask: str) -> None:
     """The mask is resized and centre-cropped like the image: refuse another aspect ratio."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(image) as a, Image.open(mask) as b:
             (wa, ha), (wb, hb) = a.size, b.size
@@ -66,8 +65,8 @@ def check_same_aspect(image: str, mask: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     import jax
-    import numpy as np
 
     from var_jax.commands.sample import check_classes, check_sampling
     from var_jax.editing import edit

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
+
+import numpy as np
 
 from var_jax.commands.options import (HelpFormatter, add_fast_sampling_arguments,
                                       add_model_arguments)
@@ -81,14 +84,14 @@ def _check_reference(args) -> None:
         if not os.path.isfile(args.reference):
             raise FileNotFoundError(f"--reference {args.reference!r}: no such file.")
     else:
+        # local: `var-jax --help` and flag errors stay free of JAX and the models
         from var_jax.data.sources import parse_source
         parse_source(args.reference)
 
 
 def _reference(args, params, inception_fingerprint: str, image_size: int):
     """ReferenceStats from --reference; a data source's are computed once, cached in OUT."""
-    import hashlib
-
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.evaluation.reference_stats import (read_reference_npz, reference_from_source,
                                                     write_reference_npz)
 
@@ -109,6 +112,7 @@ def _reference(args, params, inception_fingerprint: str, image_size: int):
 
 def scores_of(acts: dict, reference) -> dict:
     """FID, sFID, precision, recall (when a reference is given) and the Inception Score."""
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.evaluation.frechet import feature_statistics, frechet_distance
     from var_jax.evaluation.inception_score import inception_score
     from var_jax.evaluation.precision_recall import precision_recall
@@ -132,6 +136,7 @@ def scores_of(acts: dict, reference) -> dict:
 def _write_scores(args, acts: dict, inception, settings: dict, image_size: int,
                   t0: float) -> None:
     """Score the assembled activations against --reference; write OUT/scores.json."""
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.atomic import write_json
     from var_jax.evaluation.inception_weights import RELEASED_SHA256
 
@@ -152,12 +157,15 @@ def _write_scores(args, acts: dict, inception, settings: dict, image_size: int,
 
 
 def run(args: argparse.Namespace) -> int:
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     import jax
-    import numpy as np
+    from jax.experimental import multihost_utils
 
     from var_jax.commands.options import (check_positive, enable_compile_cache,
                                           fast_sampling_kwargs, load_models)
+    from var_jax.evaluation.features import inception_activations
     from var_jax.evaluation.fingerprint import path_fingerprint
+    from var_jax.evaluation.inception_weights import load_inception
     from var_jax.evaluation.sample_set import (SAMPLES_FILE, SampleSet, assemble,
                                                check_settings, position_labels)
     from var_jax.image_io import to_uint8
@@ -176,7 +184,6 @@ def run(args: argparse.Namespace) -> int:
     var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
     inception = fingerprint_inc = None
     if args.inception:
-        from var_jax.evaluation.inception_weights import load_inception
         inception, fingerprint_inc = load_inception(args.inception)
     settings = {
         "var": path_fingerprint(args.var), "vae": path_fingerprint(args.vae),
@@ -200,8 +207,6 @@ def run(args: argparse.Namespace) -> int:
 
     features_fn = None
     if inception is not None:
-        from var_jax.evaluation.features import inception_activations
-
         def features_fn(images):
             return inception_activations(inception, images, args.protocol)
 
@@ -211,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
     new = sample_set.generate(args.batch_size, call, jax.process_index(), jax.process_count(),
                               progress=not args.no_progress)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("var_jax evaluate: all samples saved")
     if jax.process_index() != 0:
         return 0

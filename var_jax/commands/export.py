@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_run(run_dir: str, out_dir: str, step: int | None = None) -> tuple[str, object, int]:
     """(absolute out_dir, model config, step) after writing checkpoint `step` of `run_dir`."""
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.weights.runs import is_run_dir, load_run
     from var_jax.weights.store import save_converted
 

@@ -73,6 +73,7 @@ def add_fast_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fast_sampling_kwargs(args: argparse.Namespace, var_cfg) -> dict:
     """`sampling.sample` keyword arguments of the fast-sampling flags (the refiner loaded)."""
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.convert import load_weights
     from var_jax.fast_sampling import check_fast_options
     from var_jax.sharding import replicate
@@ -95,6 +96,7 @@ def fast_sampling_kwargs(args: argparse.Namespace, var_cfg) -> dict:
 
 def enable_compile_cache(path: str) -> None:
     """Turn on JAX's persistent compilation cache in `path` (no-op for '')."""
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     import jax
 
     if path:
@@ -105,6 +107,7 @@ def enable_compile_cache(path: str) -> None:
 def load_models(var_path: str, vae_path: str, patch_nums: str | tuple[int, ...] | None = None):
     """(var_cfg, var_params, vae_cfg, vae_params) on the devices; the tokenizer takes the
     transformer's scales (a converted tokenizer must have been converted with them)."""
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.convert import load_weights, parse_patch_nums
     from var_jax.sharding import replicate
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
+
 from var_jax.commands.options import WEIGHTS_FORMS, add_hidden_alias, check_positive, say
 
 HELP = ("Tokenize images with the VQ-VAE and decode them back: writes <name>_recon.png and "
@@ -48,6 +50,7 @@ def list_images(paths: list[str]) -> list[str]:
 
 def load_tokenizer(args: argparse.Namespace):
     """(VQVAEConfig, params) of --vae; --image-size / --patch-nums only for a .pth."""
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.convert import load_weights, parse_patch_nums
 
     if args.vae is None:
@@ -69,8 +72,8 @@ def _output_stems(files: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     import jax
-    import numpy as np
 
     from var_jax.image_io import load_image, save_grid, to_uint8
     from var_jax.outputs import check_output_dir

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 from var_jax.commands.options import (add_fast_sampling_arguments, add_model_arguments,
                                       check_positive, enable_compile_cache, fast_sampling_kwargs,
                                       load_models, say)
@@ -57,8 +59,8 @@ def check_sampling(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     import jax
-    import numpy as np
 
     from var_jax.image_io import save_grid
     from var_jax.outputs import check_output_file

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 
 from var_jax.commands.options import say
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def with_tokenizer_space(config):
     """A transformer config whose `tokenizer` is a weights or run dir takes that tokenizer's
     image size, scales and codebook (announced on stderr): the codes are the tokenizer's."""
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.configs import config_from_dict
     from var_jax.weights.runs import is_run_dir, run_model_config
     from var_jax.weights.store import is_converted_dir
@@ -66,8 +68,7 @@ def with_tokenizer_space(config):
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.commands.export import export_run
     from var_jax.outputs import check_output_dir
     from var_jax.train.experiment import load_experiment, override

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.verify import verify
 
     if args.replay < 0:
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     if args.replay:
+        # local: `var-jax --help` and flag errors stay free of JAX and the models
         from var_jax.train.replay import replay
         report = replay(args.path, args.replay, tolerance=args.tolerance)
         for line in report.lines():

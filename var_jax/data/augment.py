@@ -103,9 +103,12 @@ def preprocess(data: bytes, image_size: int, rng: np.random.Generator | None) ->
     return to_pm1(np.asarray(img))
 
 
-def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out, in) float32 matrix of bilinear interpolation (half-pixel centres, edge clamped)."""
-    src = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+def bilinear_matrix(in_size: int, out_size: int, half_pixel: bool = True) -> np.ndarray:
+    """(out, in) float32 matrix of bilinear interpolation, edge clamped: half-pixel centres
+    (torch's align_corners=False), or with `half_pixel=False` TF1's resize_bilinear
+    (align_corners=False, half_pixel_centers=False: output i reads source i * in / out)."""
+    shift = 0.5 if half_pixel else 0.0
+    src = (np.arange(out_size) + shift) * (in_size / out_size) - shift
     src = np.clip(src, 0.0, in_size - 1)
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, in_size - 1)

@@ -17,6 +17,7 @@ from var_jax.data.tf_env import import_tfds
 tfds = import_tfds()
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+SHARD_IMAGES = 1024   # images per array_record shard: what an interrupted preparation redoes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,45 +103,39 @@ class VarJaxClassFolder(tfds.core.GeneratorBasedBuilder):
                 data = f.read()
             yield rel, {"image": data, "label": label, "file_name": rel}
 
+    def write_shards(self) -> None:
+        """Prepares the dataset as TFDS reads it (array_record), resumably: TFDS's own
+        download_and_prepare restarts from scratch, so this writes the shards, in listing order,
+        into `<version dir>.partial`, each to a temporary name, fsynced, renamed (a restart skips
+        the shards under their final names); the metadata last, then the directory's rename."""
+        listing, features = self.builder_config.listing, self.info.features
+        work = epath.Path(f"{self.data_dir}.partial")
+        work.mkdir(parents=True, exist_ok=True)
+        template = tfds.core.ShardedFileTemplate(data_dir=work, dataset_name=self.name,
+                                                 split="train", filetype_suffix="array_record")
+        chunks = [listing.files[i:i + SHARD_IMAGES]
+                  for i in range(0, len(listing.files), SHARD_IMAGES)]
+        paths = template.sharded_filepaths(len(chunks))
+        for chunk, path in zip(tqdm(chunks, desc=f"preparing {listing.root}", unit="shard"),
+                               paths):
+            if not path.exists():
+                writer = ArrayRecordWriter(f"{path}.tmp", "group_size:1")
+                for _, example in self._generate_examples(chunk):
+                    writer.write(features.serialize_example(example))
+                writer.close()
+                with open(f"{path}.tmp", "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(f"{path}.tmp", path)
+        self.info.set_file_format("array_record", override=True)
+        self.info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
+            name="train", shard_lengths=[len(c) for c in chunks],
+            num_bytes=sum(os.path.getsize(p) for p in paths), filename_template=template)]))
+        self.info.write_to_directory(work)
+        os.replace(work, os.fspath(self.data_dir))
+        atomic.fsync_dir(os.path.dirname(os.fspath(self.data_dir)))
+
 
 def class_folder_builder(root: str, data_dir: str | None = None) -> VarJaxClassFolder:
     """The (maybe not yet prepared) TFDS builder of the folder's current content."""
     listing = list_class_folder(root)
     return VarJaxClassFolder(config=folder_config(listing), data_dir=data_dir)
-
-
-SHARD_IMAGES = 1024   # images per array_record shard: what an interrupted preparation redoes
-
-
-def write_folder(builder: VarJaxClassFolder) -> None:
-    """Prepares the folder's dataset resumably, as TFDS reads it (array_record, one split).
-
-    TFDS's download_and_prepare starts over in a new temporary directory each time, so this
-    writes the shards, in listing order, into `<version dir>.partial`, each to a temporary name
-    then fsynced and renamed: a restart skips the shards under their final names. Metadata
-    last, then the directory takes its final name.
-    """
-    listing, features = builder.builder_config.listing, builder.info.features
-    work = epath.Path(f"{builder.data_dir}.partial")
-    work.mkdir(parents=True, exist_ok=True)
-    template = tfds.core.ShardedFileTemplate(data_dir=work, dataset_name=builder.name,
-                                             split="train", filetype_suffix="array_record")
-    chunks = [listing.files[i:i + SHARD_IMAGES]
-              for i in range(0, len(listing.files), SHARD_IMAGES)]
-    paths = template.sharded_filepaths(len(chunks))
-    for chunk, path in zip(tqdm(chunks, desc=f"preparing {listing.root}", unit="shard"), paths):
-        if not path.exists():
-            writer = ArrayRecordWriter(f"{path}.tmp", "group_size:1")
-            for _, example in builder._generate_examples(chunk):
-                writer.write(features.serialize_example(example))
-            writer.close()
-            with open(f"{path}.tmp", "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(f"{path}.tmp", path)
-    builder.info.set_file_format("array_record", override=True)
-    builder.info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
-        name="train", shard_lengths=[len(c) for c in chunks],
-        num_bytes=sum(os.path.getsize(p) for p in paths), filename_template=template)]))
-    builder.info.write_to_directory(work)
-    os.replace(work, os.fspath(builder.data_dir))
-    atomic.fsync_dir(os.path.dirname(os.fspath(builder.data_dir)))

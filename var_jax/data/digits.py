@@ -55,6 +55,7 @@ class VarJaxDigits(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
+        # local: scikit-learn (the digits' source) only while preparing the dataset
         from sklearn.datasets import load_digits
 
         digits = load_digits()
@@ -76,7 +77,8 @@ def load_digits_split(split: str, data_dir: str | None = None) -> tuple[np.ndarr
     if split not in SPLITS:
         raise ValueError(f"digits has no split {split!r}; use one of {SPLITS}.")
     builder = VarJaxDigits(data_dir=data_dir)
-    prepare_builder(builder)
+    if not builder.is_prepared():
+        prepare_builder(builder)
     source = builder.as_data_source(split)
     examples = source.__getitems__(list(range(len(source))))
     order = np.argsort([int(ex["index"]) for ex in examples])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import jax
 import numpy as np
 
 from var_jax.data.augment import UnreadableImageError
@@ -85,7 +86,6 @@ def make_image_stream(source: str, split: str, image_size: int, batch_size: int,
         raise ValueError(f"views={views} needs train=False (an ordered pass per view); training "
                          "streams draw new crops every epoch anyway.")
     if process_index is None or process_count is None:
-        import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     records = open_records(source, split, image_size, data_dir=data_dir, manual_dir=manual_dir,

@@ -29,6 +29,7 @@ def dataset_builder(source: str, data_dir: str | None = None):
     """The TFDS builder behind a source (prepare_builder writes it as array_record files)."""
     kind, arg = parse_source(source)
     if kind == "digits":
+        # local (also below): a TFDS builder module; it imports TensorFlow
         from var_jax.data.digits import VarJaxDigits
         return VarJaxDigits(data_dir=data_dir)
     if kind == "folder":
@@ -42,7 +43,7 @@ def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = N
 
     "imagenet2012" needs `manual_dir` holding IMAGENET_TARS; "imagenette" downloads; "digits"
     and "folder:<path>" read local files. With progress bars; a folder in a local data_dir
-    resumes at its first unfinished shard (write_folder), the rest start over. With several hosts,
+    resumes at its first unfinished shard (write_shards), the rest start over. With several hosts,
     run this once (one process) before training, so the hosts do not all prepare a copy.
     """
     builder = dataset_builder(source, data_dir)
@@ -51,8 +52,7 @@ def prepare(source: str, data_dir: str | None = None, manual_dir: str | None = N
     if source == "imagenet2012":
         _check_manual_dir(builder, manual_dir)
     if parse_source(source)[0] == "folder" and "://" not in str(builder.data_dir):
-        from var_jax.data.class_folder import write_folder
-        write_folder(builder)
+        builder.write_shards()
     else:
         prepare_builder(builder, manual_dir)
     return dataset_builder(source, data_dir)   # reads the info just written
@@ -76,6 +76,7 @@ class DigitsRecords:
     """Digits of one split upscaled once and held in memory; grey copied to 3 channels; no crop."""
 
     def __init__(self, split: str, image_size: int, data_dir: str | None):
+        # local: var_jax.data.digits is a TFDS builder module (imports TensorFlow)
         from var_jax.data.digits import load_digits_split
         self.name = f"digits/{split}"
         self.image_size = image_size

@@ -33,9 +33,7 @@ def import_tfds():
 
 
 def prepare_builder(builder, manual_dir: str | None = None) -> None:
-    """Prepares the dataset as array_record files (random access) unless already prepared."""
-    if builder.is_prepared():
-        return
+    """Prepares the dataset as array_record files (random access)."""
     hide_accelerators_from_tf()
     config = import_tfds().download.DownloadConfig(manual_dir=manual_dir)
     builder.download_and_prepare(download_config=config, file_format="array_record")

@@ -7,6 +7,7 @@ import pathlib
 import shutil
 from typing import Callable
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
@@ -160,7 +161,6 @@ def make_token_stream(path: str, batch_size: int, seed: int, train: bool,
     """
     meta = read_token_meta(path)
     if process_index is None or process_count is None:
-        import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     layout = Layout(meta["num_records"], batch_size, seed, train, process_index, process_count)

@@ -45,6 +45,7 @@ class DigitsJudge:
     def fit(cls, pixels_B64: np.ndarray, labels_B: np.ndarray, *, seed: int = 0,
             hidden: int = 64) -> "DigitsJudge":
         """Train on real digits (`to_judge_pixels` output); deterministic given `seed`."""
+        # local: scikit-learn only for the digits demo's judge
         from sklearn.neural_network import MLPClassifier
         from threadpoolctl import threadpool_limits
 

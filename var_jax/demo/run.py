@@ -6,12 +6,24 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 
+from var_jax.checkpoint import Checkpointer
+from var_jax.configs import scale_begin_ends
+from var_jax.convert import load_weights
+from var_jax.data import load_split
 from var_jax.demo.config import DemoSettings
 from var_jax.demo.judge import DigitsJudge, Scores, score_samples, to_judge_pixels
 from var_jax.demo.report import StageSummary, format_report, write_scores_json
 from var_jax.evaluation.frechet import frechet_distance_of_features
+from var_jax.image_io import save_grid
+from var_jax.sampling import sample
+from var_jax.train.loop import train_and_evaluate
+from var_jax.train.tokenizer_task import TokenizerTask, export_tokenizer
+from var_jax.train.var_task import VARTask
+from var_jax.vqvae import VQVAE
+from var_jax.weights.store import is_converted_dir
 
 ZOOM = 4   # pixels per image pixel in the PNGs, so 16px digits are visible
 GAP = 4    # white pixels between images (the digits are white on black: no gap, no edges)
@@ -34,8 +46,6 @@ def _banner(text: str) -> None:
 
 def _finished_steps(directory: str) -> int | None:
     """Latest complete checkpoint step of a training work dir (None: none yet)."""
-    from var_jax.checkpoint import Checkpointer
-
     if not os.path.isdir(os.path.join(directory, "checkpoints")):
         return None
     with Checkpointer(os.path.join(directory, "checkpoints"), save_every=1) as ckpt:
@@ -51,10 +61,6 @@ def _summary(name: str, workdir: str, steps: int, seconds: float, reused: bool) 
 
 def train_tokenizer(settings: DemoSettings, run_dir: str) -> tuple[str, StageSummary]:
     """Train (or resume, or reuse) the tokenizer; returns its exported weights dir."""
-    from var_jax.train.loop import train_and_evaluate
-    from var_jax.train.tokenizer_task import TokenizerTask, export_tokenizer
-    from var_jax.weights.store import is_converted_dir
-
     config = settings.tokenizer
     workdir, export_dir = os.path.join(run_dir, "tokenizer_run"), os.path.join(run_dir, "tokenizer")
     steps = config.loop.total_steps
@@ -69,9 +75,6 @@ def train_tokenizer(settings: DemoSettings, run_dir: str) -> tuple[str, StageSum
 
 def train_transformer(settings: DemoSettings, run_dir: str, tokenizer_dir: str):
     """Train (or resume, or reuse) VAR on the frozen tokenizer; returns (params, summary)."""
-    from var_jax.train.loop import train_and_evaluate
-    from var_jax.train.var_task import VARTask
-
     config = dataclasses.replace(settings.transformer, tokenizer=tokenizer_dir)
     workdir = os.path.join(run_dir, "transformer_run")
     steps = config.loop.total_steps
@@ -88,14 +91,6 @@ def run_demo(settings: DemoSettings, workdir: str) -> DemoResult:
     """Train both models (reusing finished ones in `workdir`), sample a row per class, write the
     grid and one sample's pyramid; on the digits, judge the samples. The trainings' seed also
     seeds the sampling and the judge."""
-    import jax
-
-    from var_jax import sample
-    from var_jax.configs import scale_begin_ends
-    from var_jax.convert import load_weights
-    from var_jax.image_io import save_grid
-    from var_jax.vqvae import VQVAE
-
     t_start = time.perf_counter()
     run_dir = os.path.abspath(os.path.join(workdir, settings.name))
     os.makedirs(run_dir, exist_ok=True)
@@ -142,8 +137,6 @@ def judge_digits(imgs_BHW3: np.ndarray, asked_B: np.ndarray, image_size: int, se
     input pipeline (and upscaling) as the training digits; the reference is the distance of
     the generator's own training digits ("train") to "clf_test".
     """
-    from var_jax.data import load_split
-
     def pixels(split):
         images, labels = load_split("digits", split, image_size)
         return to_judge_pixels(images), labels

@@ -45,23 +45,12 @@ def check_protocol(protocol: str) -> str:
     return protocol
 
 
-def tf1_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out, in) float32: TF1 resize_bilinear(align_corners=False, half_pixel_centers=False)."""
-    src = np.arange(out_size) * (in_size / out_size)
-    lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-    hi = np.minimum(lo + 1, in_size - 1)
-    frac = src - lo
-    mat = np.zeros((out_size, in_size), np.float64)
-    mat[np.arange(out_size), lo] += 1.0 - frac
-    mat[np.arange(out_size), hi] += frac
-    return mat.astype(np.float32)
-
-
 @functools.lru_cache(maxsize=16)
 def resize_matrices(height: int, width: int, protocol: str) -> tuple[np.ndarray, np.ndarray]:
     """(rows (299, H), cols (299, W)) for `protocol`."""
-    make = bilinear_matrix if check_protocol(protocol) == "pytorch" else tf1_bilinear_matrix
-    return make(height, INPUT_SIZE), make(width, INPUT_SIZE)
+    half_pixel = check_protocol(protocol) == "pytorch"   # "tf": TF1's resize_bilinear
+    return (bilinear_matrix(height, INPUT_SIZE, half_pixel),
+            bilinear_matrix(width, INPUT_SIZE, half_pixel))
 
 
 def _forward(params, images_BHWC, rows_SH, cols_SW, *, protocol: str):

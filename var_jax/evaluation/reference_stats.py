@@ -97,6 +97,7 @@ def reference_from_source(source: str, split: str, image_size: int, params,
                           keep: int = DEFAULT_KEEP, limit: int | None = None) -> ReferenceStats:
     """Stats of a var_jax data source ("imagenet2012", "folder:<path>", ...) at `image_size`
     (the eval centre crop), streamed: every image for mu/sigma, the first `keep` for P/R."""
+    # local: the data pipeline (Grain, TFDS builders) only for stats of a data source
     from var_jax.data.images import make_image_stream
 
     stream = make_image_stream(source, split, image_size, batch_size, 0, False, data_dir,

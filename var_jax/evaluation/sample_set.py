@@ -20,9 +20,10 @@ from typing import Callable
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
-from var_jax.atomic import write_json
 from var_jax.atomic import open_atomic, write_npz
+from var_jax.atomic import write_json
 
 CHUNK_DIR = "chunks"
 SETTINGS_FILE = "settings.json"
@@ -118,8 +119,6 @@ class SampleSet:
         this one shape, padded, since XLA's float rounding may differ between shapes. `chunk`:
         images per saved chunk, rounded up to a multiple of `call`; it does not change a bit.
         """
-        from tqdm import tqdm
-
         if call < 1 or chunk < 1:
             raise ValueError(f"call={call} and chunk={chunk} must be >= 1.")
         chunk = -(-chunk // call) * call

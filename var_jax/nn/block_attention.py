@@ -134,6 +134,7 @@ def splash_mask(kv_len_L: np.ndarray, block: int = SPLASH_BLOCK) -> np.ndarray:
 
 def _splash_kernel(kv_len_L: np.ndarray, num_heads: int, interpret: bool):
     """Built per trace: the kernel holds its block-mask tables as (traced) arrays."""
+    # local: the TPU Pallas kernels load only where the splash implementation is chosen
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 

@@ -21,6 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from var_jax.weights.strict import CONV, IDENTITY, params_from_state_dict
+from var_jax.weights.torch_zip import load_torch_state_dict
+
 # (torchvision conv indices, width) of VGG16's five stages; LPIPS taps the ReLU after each stage.
 VGG16_STAGES = (((0, 2), 64), ((5, 7), 128), ((10, 12, 14), 256), ((17, 19, 21), 512),
                 ((24, 26, 28), 512))
@@ -79,8 +82,6 @@ def lpips_abstract_params():
 
 
 def _lpips_key_map(key: str):
-    from var_jax.weights.strict import CONV, IDENTITY
-
     m = re.fullmatch(r"(?:features|net\.slice\d)\.(\d+)\.(weight|bias)", key)
     if m:
         leaf, transform = ("kernel", CONV) if m.group(2) == "weight" else ("bias", IDENTITY)
@@ -95,15 +96,12 @@ def _read_state_dict(path: str) -> dict[str, np.ndarray]:
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as z:
             return {k: np.asarray(z[k]) for k in z.files}
-    from var_jax.weights.torch_zip import load_torch_state_dict
     return load_torch_state_dict(path)
 
 
 def load_lpips_params(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict:
     """Read and merge the weight files `paths` (VGG16 + heads, in one file or several) into
     `LPIPS` params; raises ValueError for a key given twice, a missing or mis-shaped weight."""
-    from var_jax.weights.strict import params_from_state_dict
-
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise ValueError("load_lpips_params needs at least one weights file (.pth or .npz).")

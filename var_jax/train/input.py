@@ -25,6 +25,8 @@ class DataConfig:
 def default_streams(config, split: str):
     """The stream of `config.data` for split "train" or "eval": this host's share of
     `config.loop.global_batch` per batch, ordered by `config.loop.seed`."""
+    # local: the data pipeline (Grain, TFDS) loads only when a stream is built, not for AOT
+    # compiles, in-memory test streams or the sampler
     from var_jax.data import make_image_stream, make_token_stream
 
     data: DataConfig = config.data

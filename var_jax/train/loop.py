@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import optax
 from etils import epath
+from tqdm import tqdm
 
 from var_jax import checkpoint as ckpt_lib
 from var_jax import image_io, sharding
@@ -62,8 +63,11 @@ class Task:
 
     flops_per_example: float | None = None   # model FLOPs of one training example (for MFU)
 
-    def init_params(self, rng: jax.Array):
-        """Fresh trainable params (plain, or boxed with nn.with_logical_partitioning)."""
+    def init(self, rng: jax.Array) -> dict:
+        """Fresh state parts, traceable: "params" (trainable; plain, or boxed with
+        nn.with_logical_partitioning) and, optionally, "extra" (arrays the step updates besides
+        params, e.g. codebook statistics; checkpointed) and "frozen" (arrays the step reads but
+        never trains; never checkpointed: random here, replaced by `load_frozen`'s)."""
         raise NotImplementedError
 
     def optimizer(self) -> tuple[optax.GradientTransformation, Callable]:
@@ -75,17 +79,8 @@ class Task:
         The metrics must hold "loss" (checked for NaN/inf)."""
         raise NotImplementedError
 
-    def init_extra(self):
-        """Trainer-specific arrays the step updates besides params (e.g. codebook statistics),
-        checkpointed with the state (None: none)."""
-        return None
-
-    def init_frozen(self, rng: jax.Array):
-        """Arrays the step reads but never trains (random init; see `load_frozen`)."""
-        return None
-
     def load_frozen(self, shardings):
-        """Trained frozen arrays placed on `shardings`, or None to keep `init_frozen`'s."""
+        """The trained "frozen" arrays placed on `shardings`, or None to keep `init`'s."""
         return None
 
     def eval_step(self, state: TrainState, batch: dict) -> dict | None:
@@ -118,10 +113,9 @@ def state_initializer(task: Task, loop: LoopConfig, mesh):
     tx, _ = task.optimizer()
 
     def init_fn(key):
-        params_key, frozen_key, state_key = jax.random.split(key, 3)
-        return TrainState.create(params=task.init_params(params_key), tx=tx, rng=state_key,
-                                 ema_decay=loop.ema_decay, frozen=task.init_frozen(frozen_key),
-                                 extra=task.init_extra())
+        parts_key, state_key = jax.random.split(key)
+        return TrainState.create(**task.init(parts_key), tx=tx, rng=state_key,
+                                 ema_decay=loop.ema_decay)
 
     boxed = jax.eval_shape(init_fn, jax.random.key(0))
     shardings = sharding.param_shardings(boxed, mesh)
@@ -139,36 +133,26 @@ def create_state(task: Task, loop: LoopConfig, mesh, key, ckpt=None, *,
     """(state, shardings, restored data-stream state or None, start step).
 
     Resumes from checkpoint `step` of `ckpt`, by default the latest intact one when there is
-    one (arrays read straight
-    into this mesh's shardings and checked against its manifest; see Checkpointer.restore);
-    otherwise every array is created on its devices, already sharded.
-    `frozen` is never restored: it comes from `task.load_frozen`, else `task.init_frozen`.
+    one (arrays read straight into this mesh's shardings and checked against its manifest; see
+    Checkpointer.restore); otherwise every array is created on its devices, already sharded.
+    `frozen` is never restored: it comes from `task.load_frozen`, else from `task.init`.
     """
     init_fn, abstract, shardings = state_initializer(task, loop, mesh)
-    frozen = task.load_frozen(shardings.frozen)   # None: initialise it with the rest
-    data_state = None
+    frozen = task.load_frozen(shardings.frozen)
+    if frozen is None:   # init's own (the rest of init is pruned from this program)
+        frozen = jax.jit(lambda k: nn.unbox(init_fn(k).frozen), out_shardings=shardings.frozen)(key)
     if ckpt is None or not ckpt.all_steps():
-        start = 0
-        if frozen is None:
-            state = jax.jit(lambda k: nn.unbox(init_fn(k)), out_shardings=shardings)(key)
-        else:   # the unused random `frozen` is pruned from the compiled init
-            state = jax.jit(lambda k: nn.unbox(init_fn(k)).replace(frozen=None),
-                            out_shardings=shardings.replace(frozen=None))(key)
-            state = state.replace(frozen=frozen)
+        state = jax.jit(lambda k: nn.unbox(init_fn(k)).replace(frozen=None),
+                        out_shardings=shardings.replace(frozen=None))(key)
+        return state.replace(frozen=frozen), shardings, None, 0
+    if step is None:
+        step, restored, data_state, _ = ckpt.restore_latest(abstract.checkpointed(),
+                                                            allow_tampered=allow_tampered)
     else:
-        if step is None:
-            start, restored, data_state, _ = ckpt.restore_latest(abstract.checkpointed(),
-                                                                 allow_tampered=allow_tampered)
-        else:
-            start = step
-            restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step,
-                                                   allow_tampered=allow_tampered)
-        if frozen is None:
-            frozen = jax.jit(lambda k: nn.unbox(init_fn(k).frozen),
-                             out_shardings=shardings.frozen)(key)
-        state = abstract.with_checkpointed(restored).replace(frozen=frozen)
-        log.info("resumed from step %d of %s", start, ckpt.directory)
-    return state, shardings, data_state, start
+        restored, data_state, _ = ckpt.restore(abstract.checkpointed(), step,
+                                               allow_tampered=allow_tampered)
+    log.info("resumed from step %d of %s", step, ckpt.directory)
+    return abstract.with_checkpointed(restored).replace(frozen=frozen), shardings, data_state, step
 
 
 def check_config_change(recorded: dict | None, current: dict, allow: bool, ckpt) -> None:
@@ -382,6 +366,5 @@ class _Throughput:
 
 
 def _progress(loop: LoopConfig, start: int, active: bool):
-    from tqdm import tqdm
     return tqdm(total=loop.total_steps, initial=start, disable=not (active and loop.progress_bar),
                 dynamic_ncols=True, desc="train")

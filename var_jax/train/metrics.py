@@ -115,6 +115,7 @@ def _tensorboard_writer(logdir: str):
     Scalars go through the low-level `tf.summary.write` with the "scalars" plugin tag (what
     TensorBoard's own `scalar` writes), so the tensorboard package is not needed to write them.
     """
+    # local: TensorFlow (optional here) only when TensorBoard event files are written
     import tensorflow as tf
     from tensorflow.core.framework import summary_pb2
 

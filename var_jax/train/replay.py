@@ -18,6 +18,7 @@ from var_jax import checkpoint as ckpt_lib
 from var_jax import manifest as manifest_lib
 from var_jax import sharding
 from var_jax.train.input import default_streams
+from var_jax.train.loop import compile_train_step, create_state, state_initializer
 
 # Relative tolerance off CPU: max |replayed - stored| <= ACCEL_RTOL * max(1, max |stored|).
 ACCEL_RTOL = 1e-4
@@ -90,8 +91,6 @@ def replay(run_dir: str, n: int, *, config=None, task=None, streams=None,
 
 
 def _replay(ckpt, start, n, config, task, streams, tolerance, recorded) -> ReplayReport:
-    from var_jax.train.loop import compile_train_step, create_state, state_initializer
-
     mesh = sharding.make_mesh(config.mesh)
     key = jax.random.split(jax.random.key(config.loop.seed))[0]
     with sharding.activate(mesh):

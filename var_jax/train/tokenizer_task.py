@@ -4,11 +4,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import shutil
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.experimental import multihost_utils
 
 from var_jax.nn.discriminator import PatchDiscriminator
 from var_jax.nn.perceptual import LPIPS, load_lpips_params, lpips_abstract_params
@@ -19,6 +22,8 @@ from var_jax.train.accumulate import split_micro_batches, value_and_grad_accumul
 from var_jax.train.loop import Task
 from var_jax.train.optimizer import make_optimizer
 from var_jax.train.tokenizer_config import TokenizerTrainConfig
+from var_jax.vqvae import VQVAE
+from var_jax.weights.store import is_converted_dir, save_converted
 
 log = logging.getLogger(__name__)
 CODEBOOK_PATH = ("quantize", "embedding")   # the (V, C) codebook inside the VQVAE params
@@ -47,8 +52,6 @@ class TokenizerTask(Task):
     last step at which scale k chose code v."""
 
     def __init__(self, config: TokenizerTrainConfig):
-        from var_jax.vqvae import VQVAE
-
         self.config = config
         loss = config.loss
         self.vqvae = VQVAE(config.vqvae)
@@ -70,7 +73,7 @@ class TokenizerTask(Task):
         the VQ-VAE, the LPIPS pair if on, and three discriminator passes with a GAN."""
         size, ch = self.config.vqvae.image_size, self.config.vqvae.in_channels
         x = jax.ShapeDtypeStruct((1, size, size, ch), jnp.float32)
-        params = jax.eval_shape(self.init_params, jax.random.key(0))
+        params = jax.eval_shape(self.init, jax.random.key(0))["params"]
 
         def flops(fn, *args) -> float:
             cost = jax.jit(fn).lower(*args).cost_analysis()
@@ -85,14 +88,19 @@ class TokenizerTask(Task):
         return 3.0 * total
 
     # ---------------------------------------------------------------- params, optimizer, state
-    def init_params(self, rng):
-        size = self.config.vqvae.image_size
-        x = jnp.zeros((1, size, size, self.config.vqvae.in_channels))
+    def init(self, rng):
+        vq = self.config.vqvae
+        x = jnp.zeros((1, vq.image_size, vq.image_size, vq.in_channels))
         k_vae, k_disc = jax.random.split(rng)
         params = {"vqvae": self.vqvae.init(k_vae, x, train=True)["params"]}
         if self.disc is not None:
             params["disc"] = self.disc.init(k_disc, x)["params"]
-        return params
+        parts = {"params": params,
+                 "extra": {"last_hit": jnp.zeros((vq.num_scales, vq.vocab_size), jnp.int32)}}
+        if self.lpips is not None:   # stand-ins of load_frozen's weights (their shapes)
+            parts["frozen"] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                           lpips_abstract_params())
+        return parts
 
     def optimizer(self):
         cfg, loop = self.config, self.config.loop
@@ -107,15 +115,6 @@ class TokenizerTask(Task):
         disc_tx = optax.transforms.conditionally_mask(disc_tx, lambda count: count >= start)
         return optax.multi_transform({"vqvae": gen_tx, "disc": disc_tx},
                                      {"vqvae": "vqvae", "disc": "disc"}), lr_fn
-
-    def init_extra(self):
-        vq = self.config.vqvae
-        return {"last_hit": jnp.zeros((vq.num_scales, vq.vocab_size), jnp.int32)}
-
-    def init_frozen(self, rng):
-        if self.lpips is None:
-            return None
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), lpips_abstract_params())
 
     def load_frozen(self, shardings):
         if self.lpips is None:
@@ -301,16 +300,10 @@ def export_tokenizer(state, config: TokenizerTrainConfig, directory: str) -> str
     """Write the trained tokenizer (EMA weights if kept) as converted weights: `directory` then
     loads with `var_jax.convert.load_weights` and plugs into `var-jax train` / `var-jax sample`.
     An earlier export in `directory` is replaced. Returns the absolute path."""
-    import os
-    import shutil
-
-    from var_jax.weights.store import is_converted_dir, save_converted
-
     directory = os.path.abspath(directory)
     params = state.eval_params["vqvae"]
     # whole arrays on the host: the export must load on any device count, not the run's mesh
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         params = multihost_utils.process_allgather(params, tiled=True)
         if is_converted_dir(directory) and jax.process_index() == 0:
             shutil.rmtree(directory)

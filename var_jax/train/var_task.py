@@ -10,12 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from var_jax import sampling
 from var_jax.configs import VARConfig, VQVAEConfig, scale_of_token
+from var_jax.convert import load_weights
 from var_jax.sharding import MeshConfig
 from var_jax.train.accumulate import value_and_grad_accumulated
 from var_jax.train.input import DataConfig
 from var_jax.train.loop import LoopConfig, Task
 from var_jax.train.optimizer import OptimConfig, make_optimizer
+from var_jax.var import VAR, init_var_params
+from var_jax.vqvae import VQVAE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +127,6 @@ class VARTask(Task):
     """`Task` for the shared loop: params = the VAR transformer, frozen = the VQ-VAE."""
 
     def __init__(self, config: VARTrainConfig):
-        from var_jax.var import VAR
-        from var_jax.vqvae import VQVAE
-
         self.config = config
         self.model, self.vae = VAR(config.var), VQVAE(config.vae)
         self.flops_per_example = var_train_flops(config.var)
@@ -133,23 +134,21 @@ class VARTask(Task):
         self._scale_L = np.asarray(scale_of_token(config.var.patch_nums))
 
     # ---------------------------------------------------------------- model, optimizer, frozen
-    def init_params(self, rng):
-        from var_jax.var import init_var_params
-        return init_var_params(self.config.var, rng, boxed=True)
+    def init(self, rng):
+        var_key, vae_key = jax.random.split(rng)
+        size = self.config.vae.image_size
+        return {"params": init_var_params(self.config.var, var_key, boxed=True),
+                "frozen": self.vae.init(vae_key, jnp.zeros((1, size, size, 3)),
+                                        train=False)["params"]}
 
     def optimizer(self):
         loop = self.config.loop
         return make_optimizer(self.config.optim, global_batch=loop.global_batch,
                               total_steps=loop.total_steps)
 
-    def init_frozen(self, rng):
-        size = self.config.vae.image_size
-        return self.vae.init(rng, jnp.zeros((1, size, size, 3)), train=False)["params"]
-
     def load_frozen(self, shardings):
         if self.config.tokenizer is None:
             return None
-        from var_jax.convert import load_weights
         cfg, params = load_weights(self.config.tokenizer, "vae", self.config.vae.patch_nums,
                                    flag="tokenizer=")   # numpy, every host
         if cfg != self.config.vae:
@@ -172,8 +171,6 @@ class VARTask(Task):
     def tokens(self, vae_params, batch):
         """(targets (B, L) int32, teacher-forcing input (B, L - first_l, Cvae)) of a batch of
         images or of pre-tokenized indices."""
-        from var_jax.vqvae import VQVAE
-
         q = {"params": jax.lax.stop_gradient(vae_params)}
         if "idx" in batch:
             idx_BL = batch["idx"].astype(jnp.int32)
@@ -229,8 +226,6 @@ class VARTask(Task):
         return {"loss": loss, **metrics}
 
     def sample(self, state, rng):
-        from var_jax import sampling
-
         cfg = self.config
         if not cfg.sample_classes:
             return None

@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
+import orbax.checkpoint as ocp
 
+from var_jax import manifest as manifest_lib
+from var_jax.checkpoint import Checkpointer, DamagedCheckpointError
 from var_jax.configs import VARConfig, VQVAEConfig, config_from_dict
+from var_jax.weights.store import as_numpy
 
 _CHECKPOINTS, _CONFIG, _STATE = "checkpoints", "config.json", "state"
 
@@ -43,13 +46,6 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, *,
     the EMA weights when the run keeps them, else the live ones. The checkpoint's arrays are
     checked against its manifest (TamperedError naming the array; `allow_tampered`: a
     warning)."""
-    import logging
-
-    import orbax.checkpoint as ocp
-
-    from var_jax import manifest as manifest_lib
-    from var_jax.checkpoint import Checkpointer, DamagedCheckpointError
-
     run_dir = os.path.abspath(os.fspath(run_dir))
     cfg = run_model_config(run_dir)
     steps = checkpoint_steps(run_dir)
@@ -69,18 +65,8 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, *,
             problems = manifest_lib.compare_arrays(ck.manifest(step), state, where)
     except DamagedCheckpointError as e:
         problems = [f"{where}: {e}"]
-    if problems and not allow_tampered:
-        manifest_lib.refuse(problems)
-    if problems:
-        logging.getLogger(__name__).warning("loading a checkpoint that fails its integrity "
-                                            "check (allow_tampered): %s", problems)
+    manifest_lib.enforce(problems, allow_tampered, f"loading weights from {where}")
     params = state.get("ema_params") or state["params"]
     if isinstance(cfg, VQVAEConfig):
         params = params["vqvae"]   # a tokenizer run also trains a discriminator
-    return cfg, _as_numpy(params), step
-
-
-def _as_numpy(tree):
-    if isinstance(tree, dict):
-        return {k: _as_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree)
+    return cfg, as_numpy(params), step

@@ -5,11 +5,15 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from var_jax import atomic
 from var_jax import manifest as manifest_lib
 from var_jax.configs import VARConfig, VQVAEConfig, config_from_dict, config_to_dict
+from var_jax.weights.strict import non_finite_summary
 
 _CONFIG_FILE = "config.json"
 _PARAMS_DIR = "params"
@@ -25,9 +29,6 @@ def save_converted(directory: str | os.PathLike, cfg: VQVAEConfig | VARConfig, p
     must not exist or be empty. Leaves are written as host numpy arrays, so the weights load on
     any device count.
     """
-    import jax
-    import orbax.checkpoint as ocp
-
     directory = os.path.abspath(os.fspath(directory))
     if os.path.isdir(directory) and os.listdir(directory):
         what = "already holds converted weights" if is_converted_dir(directory) else "is not empty"
@@ -65,9 +66,7 @@ def save_converted(directory: str | os.PathLike, cfg: VQVAEConfig | VARConfig, p
 
 
 def _sync(name: str) -> None:
-    import jax
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
 
 
@@ -100,9 +99,6 @@ def load_converted(directory: str | os.PathLike, *, allow_tampered: bool = False
     The config and every array are checked against manifest.json: a mismatch raises
     TamperedError naming the array (or config.json) and both hashes; `allow_tampered` logs it.
     """
-    import logging
-
-    import orbax.checkpoint as ocp
 
     directory = os.path.abspath(os.fspath(directory))
     if not is_converted_dir(directory):
@@ -123,30 +119,25 @@ def load_converted(directory: str | os.PathLike, *, allow_tampered: bool = False
     except ValueError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); re-convert the weights.") from e
     with ocp.StandardCheckpointer() as ckptr:
-        params = _as_numpy(ckptr.restore(os.path.join(directory, _PARAMS_DIR)))
+        params = as_numpy(ckptr.restore(os.path.join(directory, _PARAMS_DIR)))
     if manifest is not None:
         if manifest_lib.json_digest(config) != manifest_lib.json_digest(manifest["config"]):
             problems.append(f"{path} has sha256 {manifest_lib.json_digest(config)}, the "
                             f"manifest says {manifest_lib.json_digest(manifest['config'])}")
         problems += manifest_lib.compare_arrays(manifest, params, directory)
-    if problems and not allow_tampered:
-        manifest_lib.refuse(problems)
-    if problems:
-        logging.getLogger(__name__).warning("loading weights that fail their integrity check "
-                                            "(allow_tampered): %s", problems)
+    manifest_lib.enforce(problems, allow_tampered, f"loading the weights in {directory}")
     _refuse_non_finite(params, directory)
     return config_from_dict(config), params
 
 
-def _as_numpy(tree):
+def as_numpy(tree):
+    """A nested dict of arrays as numpy arrays."""
     if isinstance(tree, dict):
-        return {k: _as_numpy(v) for k, v in tree.items()}
+        return {k: as_numpy(v) for k, v in tree.items()}
     return np.asarray(tree)
 
 
 def _refuse_non_finite(params: dict, directory: str, path: str = "") -> None:
-    from var_jax.weights.strict import non_finite_summary
-
     for k, v in params.items():
         if isinstance(v, dict):
             _refuse_non_finite(v, directory, f"{path}{k}/")

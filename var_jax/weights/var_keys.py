@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from var_jax.configs import VARConfig
+from var_jax.var import init_var_params
 from var_jax.weights.strict import IDENTITY, LINEAR, params_from_state_dict
 
 # Buffers the reference registers (masks, level ids, the all-zero k bias): nothing to learn.
@@ -65,7 +66,6 @@ def var_key_map(key: str):
 @functools.lru_cache(maxsize=8)
 def expected_var_params(cfg: VARConfig):
     """ShapeDtypeStructs of `VAR(cfg)`'s params (no memory is allocated)."""
-    from var_jax.var import init_var_params
     return jax.eval_shape(functools.partial(init_var_params, cfg), jax.random.key(0))
 
 

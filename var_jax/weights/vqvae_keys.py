@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from var_jax.configs import VQVAEConfig
+from var_jax.vqvae import VQVAE
 from var_jax.weights.strict import CONV, IDENTITY, Transform, params_from_state_dict
 
 IGNORED_BUFFERS = (r"quantize\.ema_vocab_hit_SV",)
@@ -64,8 +65,6 @@ def vqvae_key_map(cfg: VQVAEConfig):
 
 def expected_vqvae_params(cfg: VQVAEConfig):
     """Shape tree of `VQVAE(cfg)` params (jax.ShapeDtypeStruct leaves; nothing is allocated)."""
-    from var_jax.vqvae import VQVAE
-
     imgs = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.in_channels), jnp.float32)
     return jax.eval_shape(
         lambda: VQVAE(cfg).init(jax.random.key(0), imgs, train=False))["params"]
