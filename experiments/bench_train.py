@@ -28,6 +28,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--image-size", type=int, default=256, choices=(256, 512))
     parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--remat", default="none", choices=("none", "dots", "full"),
+                        help="what the backward pass recomputes (VARConfig.remat)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
     args = parser.parse_args(argv)
 
@@ -44,7 +46,8 @@ def main(argv=None) -> dict:
     from var_jax.train.var_task import VARTask, VARTrainConfig
 
     vae = VQVAEConfig.res256() if args.image_size == 256 else VQVAEConfig.res512()
-    var = VARConfig.from_depth(args.depth, patch_nums=vae.patch_nums, dtype=args.dtype)
+    var = VARConfig.from_depth(args.depth, patch_nums=vae.patch_nums, dtype=args.dtype,
+                               remat=args.remat)
     data, fsdp, tensor = (int(x) for x in args.mesh.split(","))
     cfg = VARTrainConfig(
         var=var, vae=vae, mesh=sharding.MeshConfig(data, fsdp, tensor),
@@ -79,7 +82,8 @@ def main(argv=None) -> dict:
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     result = {
         "depth": args.depth, "params_M": round(n_params / 1e6, 2), "batch": args.batch,
-        "dtype": args.dtype, "mesh": dict(mesh.shape), "backend": jax.default_backend(),
+        "dtype": args.dtype, "remat": args.remat, "mesh": dict(mesh.shape),
+        "backend": jax.default_backend(),
         "device_kind": jax.devices()[0].device_kind, "devices": jax.device_count(),
         "step_time_s": round(step_s, 4), "step_times_s": [round(t, 4) for t in times],
         "cpu_s_per_step": round(cpu_s, 2),   # all threads; on a shared CPU less load-bound

@@ -112,14 +112,73 @@ def block_causal_attention(q_BLHc, k_BLHc, v_BLHc, *, scale: float, mask_11LL=No
 
 # ---------------------------------------------------------------------------- CPU: per scale
 def chunked_attention(q_BLHc, k_BLHc, v_BLHc, *, scale: float, kv_len_L: np.ndarray):
-    """Each run of queries sharing a prefix length attends, unmasked, to exactly that prefix."""
+    """Each run of queries sharing a prefix length attends, unmasked, to exactly that prefix.
+
+    A custom VJP in the flash-attention style: the forward keeps only the output and the
+    log-sum-exp of each row, and the backward recomputes the probabilities run by run, so no
+    (B, H, l, end) probability tensor is stored or stacked by the scan over the blocks. One
+    depth-8 layer's forward plus backward (batch 8, float32, this 2-core CPU) took 375 ms
+    with autodiff and takes 284 ms with this VJP (README, "Attention per backend").
+    """
     L = q_BLHc.shape[1]
     starts = [0] + [i for i in range(1, L) if kv_len_L[i] != kv_len_L[i - 1]] + [L]
-    outs = [jax.nn.dot_product_attention(q_BLHc[:, b:e], k_BLHc[:, :int(kv_len_L[b])],
-                                         v_BLHc[:, :int(kv_len_L[b])], scale=scale,
-                                         implementation="xla")
-            for b, e in zip(starts, starts[1:])]
-    return jnp.concatenate(outs, axis=1)
+    runs = tuple((b, e, int(kv_len_L[b])) for b, e in zip(starts, starts[1:]))
+    return _prefix_attention(q_BLHc, k_BLHc, v_BLHc, float(scale), runs)
+
+
+def _to_heads(x_BLHc):
+    return x_BLHc.transpose(0, 2, 1, 3)   # (B, H, L, hd): one batched matmul per run
+
+
+def _run_logits(q_BHLc, k_BHLc, scale: float, run):
+    begin, end, kv_len = run
+    return scale * jnp.einsum("bhqc,bhkc->bhqk", q_BHLc[:, :, begin:end], k_BHLc[:, :, :kv_len],
+                              preferred_element_type=jnp.float32)
+
+
+def _prefix_attention_fwd(q_BLHc, k_BLHc, v_BLHc, scale: float, runs):
+    q, k, v = (_to_heads(x) for x in (q_BLHc, k_BLHc, v_BLHc))
+    outs, lses = [], []
+    for run in runs:
+        s = _run_logits(q, k, scale, run)
+        m = jnp.max(s, axis=-1, keepdims=True)
+        p = jnp.exp(s - m)
+        denom = jnp.sum(p, axis=-1, keepdims=True)
+        outs.append(jnp.einsum("bhqk,bhkc->bhqc", (p / denom).astype(v.dtype),
+                               v[:, :, :run[2]], preferred_element_type=jnp.float32))
+        lses.append(m + jnp.log(denom))
+    out_BHLc = jnp.concatenate(outs, axis=2).astype(q_BLHc.dtype)
+    lse_BHL1 = jnp.concatenate(lses, axis=2)
+    return out_BHLc.transpose(0, 2, 1, 3), (q, k, v, out_BHLc, lse_BHL1)
+
+
+def _prefix_attention_bwd(scale: float, runs, residuals, dout_BLHc):
+    q, k, v, out, lse_BHL1 = residuals
+    do = _to_heads(dout_BLHc)
+    delta_BHL1 = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
+    dq_parts = []
+    dk, dv = jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
+    for run in runs:
+        begin, end, kv_len = run
+        p = jnp.exp(_run_logits(q, k, scale, run) - lse_BHL1[:, :, begin:end])
+        do_run = do[:, :, begin:end]
+        dv = dv.at[:, :, :kv_len].add(jnp.einsum("bhqk,bhqc->bhkc", p.astype(do.dtype), do_run,
+                                                 preferred_element_type=jnp.float32))
+        dp = jnp.einsum("bhqc,bhkc->bhqk", do_run, v[:, :, :kv_len],
+                        preferred_element_type=jnp.float32)
+        ds = (scale * p * (dp - delta_BHL1[:, :, begin:end])).astype(q.dtype)
+        dq_parts.append(jnp.einsum("bhqk,bhkc->bhqc", ds, k[:, :, :kv_len],
+                                   preferred_element_type=jnp.float32))
+        dk = dk.at[:, :, :kv_len].add(jnp.einsum("bhqk,bhqc->bhkc", ds, q[:, :, begin:end],
+                                                 preferred_element_type=jnp.float32))
+    back = lambda x, like: x.astype(like.dtype).transpose(0, 2, 1, 3)   # noqa: E731
+    return back(jnp.concatenate(dq_parts, axis=2), q), back(dk, k), back(dv, v)
+
+
+_prefix_attention = jax.custom_vjp(lambda q, k, v, scale, runs:
+                                   _prefix_attention_fwd(q, k, v, scale, runs)[0],
+                                   nondiff_argnums=(3, 4))
+_prefix_attention.defvjp(_prefix_attention_fwd, _prefix_attention_bwd)
 
 
 # ---------------------------------------------------------------------------- TPU: splash
