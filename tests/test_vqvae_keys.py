@@ -56,6 +56,8 @@ def test_golden_checkpoint_converts_with_layouts(golden_sd):
     np.testing.assert_array_equal(params["encoder"]["conv_in"]["kernel"], w.transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(params["quantize"]["embedding"],
                                   golden_sd["quantize.embedding.weight"])
+    # C-contiguous: a transposed view would be re-laid-out on every host-to-device transfer
+    assert all(a.flags.c_contiguous for a in jax.tree.leaves(params))
 
 
 def test_released_checkpoint_keys_convert():

@@ -67,7 +67,7 @@ def params_from_state_dict(sd: dict[str, np.ndarray], expected: Any, key_map: Ke
         if path in got:
             raise ValueError(f"{model_name}: keys {source[path]!r} and {key!r} both map to "
                              f"parameter {'/'.join(path)}")
-        arr = np.asarray(transform(np.asarray(value)), dtype=np.float32)
+        arr = np.ascontiguousarray(transform(np.asarray(value)), dtype=np.float32)
         if arr.shape != want[path]:
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)} -> {arr.shape} after "
                               f"layout change, but {'/'.join(path)} expects {want[path]}")
