@@ -82,7 +82,7 @@ def _write_tokens(stream: BatchStream, encode_fn: Callable, work: str, index_dty
         stream.set_state(saved["state"])
     label_N = np.lib.format.open_memmap(os.path.join(work, "label.npy"), "r+" if saved else "w+",
                                         np.int32, (n,))
-    idx_NKL = saved and np.lib.format.open_memmap(os.path.join(work, "idx.npy"), "r+")
+    idx_NKL = np.lib.format.open_memmap(os.path.join(work, "idx.npy"), "r+") if saved else None
     done, first = (saved["done"], saved["batches"]) if saved else (0, 0)
     bar = tqdm(stream, total=stream.batches_per_epoch, initial=first, desc="pretokenize")
     for k, batch in enumerate(bar, start=first + 1):
