@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from var_jax.token_filter import filter_logits, kth_largest_key, ordered_bits
+from var_jax.token_filter import filter_logits, kth_largest_key, ordered_bits, sample_categorical
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ref_filter_masks.npz"
 CASES = ((900, 0.96), (0, 0.9), (50, 0.0), (900, 0.5), (1, 0.0))
@@ -86,3 +86,43 @@ def test_bfloat16_logits_keep_their_dtype():
     out = _filter(lg, 10, 0.9)
     assert out.dtype == jnp.bfloat16
     assert (np.isfinite(np.asarray(out, np.float32)).sum(-1) <= 10).all()
+
+
+_sample = jax.jit(sample_categorical)
+
+
+def test_inverse_cdf_draws_follow_the_softmax_and_skip_filtered_tokens():
+    """200k draws over 12 tokens (3 filtered out): each frequency within 5 sigma of softmax."""
+    rng = np.random.default_rng(4)
+    lg = rng.normal(0, 1.5, 12).astype(np.float32)
+    lg[[0, 5, 11]] = -np.inf
+    n = 200_000
+    u = jax.random.uniform(jax.random.key(0), (n,))
+    idx = np.asarray(_sample(u, jnp.broadcast_to(jnp.asarray(lg), (n, 12))))
+    p = np.exp(lg - lg.max())
+    p /= p.sum()
+    freq = np.bincount(idx, minlength=12) / n
+    assert (freq[[0, 5, 11]] == 0).all()
+    assert (np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1e-12).all(), (freq, p)
+
+
+def test_inverse_cdf_edges_are_exact():
+    """u = 0 draws the first kept token; u just below 1 the last kept one, never a filtered
+    tail; one kept token (top-k = 1) is always drawn; rows are independent."""
+    lg = np.full((3, 4096), -np.inf, np.float32)
+    lg[0, [7, 100, 4000]] = (0.0, 1.0, 2.0)
+    lg[1, 4095] = 3.0
+    lg[2] = np.random.default_rng(5).normal(size=4096)
+    below_one = np.float32(1.0) - np.float32(2.0 ** -24)
+    for u, want0 in ((0.0, 7), (below_one, 4000)):
+        got = np.asarray(_sample(jnp.full((3,), u, jnp.float32), jnp.asarray(lg)))
+        assert got[0] == want0 and got[1] == 4095
+    one = np.asarray(_filter(lg[2:], 1, 0.0))
+    for u in (0.0, 0.5, below_one):
+        assert np.asarray(_sample(jnp.full((1,), u, jnp.float32), jnp.asarray(one)))[0] == \
+            int(np.argmax(lg[2]))
+    # the median draw of a continuous row: the token where the CDF crosses 1/2
+    p = np.exp(lg[2] - lg[2].max())
+    cdf = np.cumsum(p / p.sum())
+    got = int(np.asarray(_sample(jnp.full((1,), 0.5, jnp.float32), jnp.asarray(lg[2:])))[0])
+    assert cdf[got - 1] <= 0.5 + 1e-5 and cdf[got] >= 0.5 - 1e-5

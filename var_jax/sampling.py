@@ -12,7 +12,7 @@ from var_jax import sharding
 from var_jax.configs import VARConfig, VQVAEConfig
 from var_jax.fast_sampling import (Refiner, cache_begins, check_fast_options, kept_counts,
                                    prefill, run_scale)
-from var_jax.token_filter import filter_logits
+from var_jax.token_filter import filter_logits, sample_categorical
 from var_jax.var import VAR, init_kv_cache
 from var_jax.vqvae import VQVAE
 
@@ -86,7 +86,8 @@ def generate_fhat(var_params, vae_params, var_cfg: VARConfig, vae_cfg: VQVAEConf
         logits_BlV = (1 + t) * logits_B2lV[:, 0] - t * logits_B2lV[:, 1]
         logits_BlV = filter_logits(logits_BlV, opts.top_k, opts.top_p)
         step_keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.fold_in, (0, None))(keys_B, si))
-        idx_Bl = jax.vmap(jax.random.categorical)(step_keys[:, 0], logits_BlV).astype(jnp.int32)
+        u_Bl = jax.vmap(lambda k: jax.random.uniform(k, (pn * pn,)))(step_keys[:, 0])
+        idx_Bl = sample_categorical(u_Bl.reshape(-1), logits_BlV.reshape(-1, V)).reshape(B, -1)
         if forced is not None:
             idx_Bl = jnp.where(forced[1][si], forced[0][si], idx_Bl)
         h_code_BlC = codebook_VC[idx_Bl]

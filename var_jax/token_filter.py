@@ -1,4 +1,4 @@
-"""Exact top-k / top-p (nucleus) logit filtering without sorting the vocabulary.
+"""Exact top-k / top-p (nucleus) logit filtering, and categorical sampling, without sorting.
 
 Both thresholds are found by bisection over the 32 bits of an order-preserving uint32 image of
 the float32 logits: a fixed 32 compare-and-reduce passes over V each, where `lax.top_k(k=900)`
@@ -12,6 +12,10 @@ Semantics (the reference's `sample_with_top_k_top_p_`):
 Ties: equal logits are kept or dropped together (a threshold rule). The reference decides
 ties at the top-p boundary by its (unstable) sort order, so it may keep some copies of a tied
 value and drop others; on continuous logits the two agree exactly.
+
+`sample_categorical` draws a token by inverse CDF: one uniform per row and a bisection over
+the 12 bits of the index, instead of the V gumbel draws, two logs each, of
+`jax.random.categorical`.
 """
 from __future__ import annotations
 
@@ -72,3 +76,31 @@ def filter_logits(logits_BlV: jax.Array, top_k: int, top_p: float) -> jax.Array:
         keep_NV = keep_NV & ((key_NV > cut_N1) | (x_NV >= top_N1))
     out_NV = jnp.where(keep_NV, x_NV, -jnp.inf).astype(logits_BlV.dtype)
     return out_NV.reshape(lead + (V,))
+
+
+def sample_categorical(u_N: jax.Array, logits_NV: jax.Array) -> jax.Array:
+    """(N,) int32: per row the token j with P(j) = softmax(logits)_j, by inverse CDF at u.
+
+    u_N: uniforms in [0, 1). j is the largest index whose exclusive prefix mass
+    sum(w[:j]), w = exp(logits - max), is <= u * sum(w). Each prefix mass is one reduction of
+    w with the tail zeroed, so it is monotone in j and unchanged by a token of weight 0:
+    a -inf logit (filtered out) is never drawn, except that rounding may let u * sum(w) reach
+    the mass before the last kept token, so the draw is capped at the last kept token.
+    """
+    V = logits_NV.shape[-1]
+    x_NV = logits_NV.astype(jnp.float32)
+    w_NV = jnp.exp(x_NV - jnp.max(x_NV, -1, keepdims=True))
+    target_N1 = u_N[:, None] * jnp.sum(w_NV, -1, keepdims=True)
+    iota_V = jnp.arange(V, dtype=jnp.uint32)
+    bits = max(1, (V - 1).bit_length())
+
+    def mass_before(t_N1):
+        return jnp.sum(jnp.where(iota_V < t_N1, w_NV, 0.0), -1, keepdims=True)
+
+    def body(i, t):
+        cand = t | (jnp.uint32(1) << (bits - 1 - i).astype(jnp.uint32))
+        return jnp.where((cand < V) & (mass_before(cand) <= target_N1), cand, t)
+
+    j_N1 = jax.lax.fori_loop(0, bits, body, jnp.zeros(target_N1.shape, jnp.uint32))
+    last_kept_N1 = jnp.max(jnp.where(w_NV > 0, iota_V, 0), -1, keepdims=True)
+    return jnp.minimum(j_N1, last_kept_N1)[:, 0].astype(jnp.int32)
