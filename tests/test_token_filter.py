@@ -108,7 +108,7 @@ def test_inverse_cdf_draws_follow_the_softmax_and_skip_filtered_tokens():
 
 def test_inverse_cdf_edges_are_exact():
     """u = 0 draws the first kept token; u just below 1 the last kept one, never a filtered
-    tail; one kept token (top-k = 1) is always drawn; rows are independent."""
+    tail; one kept token (top-k = 1) is always drawn; u = 1/2 draws where the CDF crosses it."""
     lg = np.full((3, 4096), -np.inf, np.float32)
     lg[0, [7, 100, 4000]] = (0.0, 1.0, 2.0)
     lg[1, 4095] = 3.0

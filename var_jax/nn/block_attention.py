@@ -104,7 +104,7 @@ def block_causal_attention(q_BLHc, k_BLHc, v_BLHc, *, scale: float, mask_11LL=No
         return _prefix_attention(q_BLHc, k_BLHc, v_BLHc, float(scale),
                                  ((0, q_BLHc.shape[1], k_BLHc.shape[1]),))
     if mask_11LL is None:
-        impl = "cudnn" if impl == "cudnn" else "xla"
+        impl = "cudnn" if impl == "cudnn" else "xla"   # nothing to exploit
     elif kv_len_L is None and impl in ("splash", "chunked"):
         log.warning("attention mask is traced or not block-causal: %s falls back to the dense "
                     "XLA path; pass the mask as a numpy array.", impl)
