@@ -12,6 +12,7 @@ import numpy as np
 from var_jax.configs import VARConfig, scale_of_token
 from var_jax.nn.adaln import AdaLNBeforeHead, AdaLNSelfAttn
 from var_jax.nn.attention import KVCache, block_causal_mask
+from var_jax.nn.block_attention import RESIDUAL_NAME
 
 _lp = nn.with_logical_partitioning
 _zeros = nn.initializers.zeros_init()
@@ -20,10 +21,14 @@ LAYERS_AXIS = "layers"                # logical name of the stacked blocks' lead
 
 # VARConfig.remat -> what a block keeps for the backward pass (None: no rematerialisation).
 # "dots" keeps the outputs of matmuls without batch dims (the qkv/proj/fc1/fc2/ada projections)
-# and recomputes the rest, attention scores included; "full" keeps only each block's input.
+# and the chunked attention's output and log-sum-exp (RESIDUAL_NAME: without them the backward
+# reruns the CPU attention forward; depth 8, batch 8: 0.4 s less kernel time, steps 0.1-0.2 s
+# faster in an A/B), and recomputes the rest; "full" keeps only each block's input.
 REMAT = {
     "none": None,
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names(RESIDUAL_NAME)),
     "full": jax.checkpoint_policies.nothing_saveable,
 }
 

@@ -115,3 +115,36 @@ def test_xla_fallback_lowers_and_traced_mask_falls_back():
     fn = jax.jit(lambda q, k, v, m: ba.block_causal_attention(q, k, v, scale=0.7, mask_11LL=m,
                                                               implementation="splash"))
     assert "custom_call" not in fn.lower(q, k, v, mask).as_text()   # traced mask: dense XLA
+
+
+def _count_exp(jaxpr) -> int:
+    """exp equations in a jaxpr and every jaxpr nested in its equations' params."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == "exp"
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, (tuple, list)) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if isinstance(inner, jax.extend.core.Jaxpr):
+                    n += _count_exp(inner)
+    return n
+
+
+def test_remat_dots_keeps_the_chunked_forward():
+    """Under the "dots" policy the chunked VJP's output and log-sum-exp are saved by name, so
+    the gradient recomputes no forward softmax: as many exps as with no remat at all, and
+    fewer than with the plain no-batch-dims dots policy."""
+    from var_jax.var import REMAT
+    q, k, v = _qkv()
+    mask = block_causal_mask(PATCH_NUMS)
+
+    def exps(policy) -> int:
+        def f(q, k, v):
+            return ba.block_causal_attention(q, k, v, scale=0.7, mask_11LL=mask,
+                                             implementation="chunked").sum()
+        if policy is not None:
+            f = jax.checkpoint(f, policy=policy)
+        return _count_exp(jax.make_jaxpr(jax.grad(f, argnums=(0, 1, 2)))(q, k, v).jaxpr)
+
+    plain_dots = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    assert exps(REMAT["dots"]) == exps(None) < exps(plain_dots)

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec as P
 
 from var_jax.configs import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
@@ -37,6 +38,7 @@ from var_jax.configs import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
 log = logging.getLogger(__name__)
 
 SPLASH_BLOCK = 128   # splash-attention tile (q and kv); sequences are padded to a multiple
+RESIDUAL_NAME = "attention_residual"   # the chunked VJP's output and log-sum-exp
 CPU_DEFAULT = "chunked"   # measured faster than "xla" on CPU (README, "Attention")
 
 
@@ -154,8 +156,8 @@ def _prefix_attention_fwd(q_BLHc, k_BLHc, v_BLHc, scale: float, runs):
         outs.append(jnp.einsum("bhqk,bhkc->bhqc", p.astype(v.dtype), v[:, :, :run[2]],
                                preferred_element_type=jnp.float32) / denom)
         lses.append(m + jnp.log(denom))
-    out_BHLc = jnp.concatenate(outs, axis=2).astype(q_BLHc.dtype)
-    lse_BHL1 = jnp.concatenate(lses, axis=2)
+    out_BHLc = checkpoint_name(jnp.concatenate(outs, axis=2).astype(q_BLHc.dtype), RESIDUAL_NAME)
+    lse_BHL1 = checkpoint_name(jnp.concatenate(lses, axis=2), RESIDUAL_NAME)
     return out_BHLc.transpose(0, 2, 1, 3), (q, k, v, out_BHLc, lse_BHL1)
 
 
