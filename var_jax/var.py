@@ -12,7 +12,7 @@ import numpy as np
 from var_jax.configs import VARConfig, scale_of_token
 from var_jax.nn.adaln import AdaLNBeforeHead, AdaLNSelfAttn
 from var_jax.nn.attention import KVCache, block_causal_mask
-from var_jax.nn.block_attention import RESIDUAL_NAME
+from var_jax.nn.block_attention import RESIDUAL_NAME, target_platform
 
 _lp = nn.with_logical_partitioning
 _zeros = nn.initializers.zeros_init()
@@ -243,7 +243,7 @@ def init_kv_cache(cfg: VARConfig, batch: int) -> KVCache:
     """The zeroed KV cache of the block stack: keys and values (depth, B, L, H, hd), in the
     compute dtype."""
     shape = (cfg.depth, batch, cfg.seq_len, cfg.num_heads, cfg.head_dim)
-    dtype = jnp.dtype(cfg.dtype)
+    dtype = jnp.float32 if target_platform() == "cpu" else jnp.dtype(cfg.dtype)
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 

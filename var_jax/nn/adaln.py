@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from var_jax.nn.attention import KVCache, SelfAttention
+from var_jax.nn.dense_dot import dense_dot_general
 
 _lp = nn.with_logical_partitioning
 _zeros = nn.initializers.zeros_init()
@@ -47,11 +48,13 @@ class FFN(nn.Module):
     @nn.compact
     def __call__(self, x_BLC):
         h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1",
+                     dot_general=dense_dot_general(self.dtype),
                      kernel_init=_lp(self.kernel_init, ("embed", "mlp")),
                      bias_init=_lp(_zeros, ("mlp",)))(x_BLC)
         h = nn.with_logical_constraint(h, ("batch", "seq", "mlp"))
         h = nn.gelu(h, approximate=True)
         return nn.Dense(self.embed_dim, dtype=self.dtype, name="fc2",
+                        dot_general=dense_dot_general(self.dtype),
                         kernel_init=_lp(self.out_init, ("mlp", "embed")),
                         bias_init=_lp(_zeros, ("embed",)))(h)
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from var_jax.nn.block_attention import block_causal_attention
+from var_jax.nn.dense_dot import dense_dot_general
 
 MAX_LOG_SCALE = math.log(100.0)   # the per-head q scale is exp(min(scale_mul, log 100))
 L2_EPS = 1e-12                    # x / max(||x||, eps), as torch's F.normalize
@@ -91,11 +92,12 @@ class SelfAttention(nn.Module):
         v_bias = self.param("v_bias", lp(nn.initializers.zeros_init(), ("qkv",)), (C,))
         bias_3C = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias])
         qkv = nn.Dense(3 * C, use_bias=False, dtype=self.dtype, name="mat_qkv",
+                       dot_general=dense_dot_general(self.dtype),
                        kernel_init=lp(self.kernel_init, ("embed", "qkv")))(x_BLC)
         qkv = qkv + bias_3C.astype(self.dtype)
         qkv = nn.with_logical_constraint(qkv, ("batch", "seq", "qkv"))
         q, k, v = jnp.split(qkv.reshape(B, L, 3, H, hd), 3, axis=2)
-        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]          # (B, L, H, hd)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0].astype(self.dtype)   # (B, L, H, hd)
 
         if self.attn_l2_norm:
             scale_mul_1H11 = self.param(
@@ -126,6 +128,7 @@ class SelfAttention(nn.Module):
                                           implementation=self.attention)
         out_BLC = out_BLHc.reshape(B, L, C)
         out_BLC = nn.Dense(C, dtype=self.dtype, name="proj",
+                           dot_general=dense_dot_general(self.dtype),
                            kernel_init=lp(self.proj_init, ("qkv", "embed")),
                            bias_init=lp(nn.initializers.zeros_init(), ("embed",)))(out_BLC)
         return out_BLC, kv_cache
