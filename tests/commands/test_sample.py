@@ -1,10 +1,13 @@
 """`var-jax sample` end to end on the golden tiny weights."""
+import dataclasses
 import pathlib
 
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
+import var_jax.sampling
 from var_jax import sample
 from var_jax.cli import main
 from var_jax.convert import load_weights
@@ -53,3 +56,29 @@ def test_sample_refiner_and_pruning_flags(tmp_path, capsys):
     assert main(["sample", "--classes", "2", "--out", str(out), "--draft-scales", "2"]
                 + WEIGHTS) != 0
     assert "--draft-scales needs --refiner" in capsys.readouterr().err
+
+
+
+def test_sample_dtype_flag_reaches_the_transformer(tmp_path, capsys, monkeypatch):
+    """--dtype bfloat16: the sampler gets a bf16 transformer config and the grid is its images;
+    a dtype the model has no compute path for is refused by the flag parser."""
+    seen = []
+
+    def spy(var_params, vae_params, var_cfg, *args, **kwargs):
+        seen.append(var_cfg.dtype)
+        return sample(var_params, vae_params, var_cfg, *args, **kwargs)
+    monkeypatch.setattr(var_jax.sampling, "sample", spy)
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--classes", "3", "--seed", "2", "--dtype", "bfloat16",
+                 "--out", str(out)] + WEIGHTS) == 0
+    assert seen == ["bfloat16"]
+    var_cfg, var_params = load_weights(GOLDEN / "var_tiny_l2norm.pth", "var", (1, 2, 3, 4))
+    vae_cfg, vae_params = load_weights(GOLDEN / "vae.pth", "vae", (1, 2, 3, 4))
+    img = sample(var_params, vae_params, dataclasses.replace(var_cfg, dtype="bfloat16"), vae_cfg,
+                 [3], jax.random.split(jax.random.key(2), 1), top_k=8)[0]
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - np.round(img * 255)).max() <= 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--classes", "3", "--dtype", "int8", "--out", str(out)] + WEIGHTS)
+    assert exit_info.value.code == 2
+    assert "--dtype: invalid choice: 'int8'" in capsys.readouterr().err

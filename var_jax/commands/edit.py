@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--num", args.num)
     box = parse_box(args.box) if args.box else None
     enable_compile_cache(args.compile_cache)
-    var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
+    var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums,
+                                                           args.dtype)
     label, = check_classes([args.label], "--class", var_cfg.num_classes)
     size = vae_cfg.image_size
     img = (load_image(args.image, size) + 1.0) / 2.0

@@ -181,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     maybe_initialize_distributed()       # several hosts: detected from the environment
     enable_compile_cache(args.compile_cache)
-    var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
+    var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums,
+                                                           args.dtype)
     inception = fingerprint_inc = None
     if args.inception:
         inception, fingerprint_inc = load_inception(args.inception)
@@ -192,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
         "cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p,
         "more_smooth": args.more_smooth, "patch_nums": list(var_cfg.patch_nums),
         "device_batch": args.device_batch}
+    if args.dtype != "float32":   # only then: float32 runs from before --dtype still match
+        settings["dtype"] = args.dtype
     fast = fast_sampling_kwargs(args, var_cfg)
     if args.refiner is not None or fast["prune_scales"]:   # only then: old runs still match
         settings.update(refiner=args.refiner and path_fingerprint(args.refiner),

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+
+from var_jax.configs import COMPUTE_DTYPES
 
 DEFAULT_COMPILE_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "var_jax", "xla")
 WEIGHTS_FORMS = "a .pth, a `var-jax convert`/`export` dir or a `var-jax train` work dir"
@@ -47,6 +50,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gumbel-softmax codes: smoother images (not for FID)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per compiled call")
     add_hidden_alias(parser, "--batch", "batch_size", type=int)
+    parser.add_argument("--dtype", default="float32", choices=COMPUTE_DTYPES,
+                        help="compute dtype of the transformer blocks (also of --refiner); "
+                             "logits, filter and draws stay float32. bfloat16 is faster on "
+                             "TPU, GPU and CPUs with AMX, and its tokens can differ from "
+                             "float32's (README, 'bf16 on CPU')")
     parser.add_argument("--compile-cache", default=DEFAULT_COMPILE_CACHE,
                         help="folder of JAX's persistent compilation cache, so later runs skip "
                              "the compile ('' turns it off)")
@@ -89,6 +97,7 @@ def fast_sampling_kwargs(args: argparse.Namespace, var_cfg) -> dict:
         return kwargs
     refiner_cfg, refiner_params = load_weights(args.refiner, "var", var_cfg.patch_nums,
                                                flag="--refiner")
+    refiner_cfg = dataclasses.replace(refiner_cfg, dtype=var_cfg.dtype)
     check_fast_options(var_cfg, refiner_cfg, args.draft_scales, args.prune_ratio, prune_scales)
     return dict(kwargs, refiner=(replicate(refiner_params), refiner_cfg),
                 draft_scales=args.draft_scales)
@@ -104,15 +113,18 @@ def enable_compile_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def load_models(var_path: str, vae_path: str, patch_nums: str | tuple[int, ...] | None = None):
-    """(var_cfg, var_params, vae_cfg, vae_params) on the devices; the tokenizer takes the
-    transformer's scales (a converted tokenizer must have been converted with them)."""
+def load_models(var_path: str, vae_path: str, patch_nums: str | tuple[int, ...] | None = None,
+                dtype: str = "float32"):
+    """(var_cfg, var_params, vae_cfg, vae_params) on the devices, the transformer computing in
+    `dtype`; the tokenizer takes the transformer's scales (a converted tokenizer must have been
+    converted with them)."""
     # local: `var-jax --help` and flag errors stay free of JAX and the models
     from var_jax.convert import load_weights, parse_patch_nums
     from var_jax.sharding import replicate
 
     pns = parse_patch_nums(patch_nums) if isinstance(patch_nums, str) else patch_nums
     var_cfg, var_params = load_weights(var_path, "var", pns, flag="--var")
+    var_cfg = dataclasses.replace(var_cfg, dtype=dtype)
     try:
         vae_cfg, vae_params = load_weights(vae_path, "vae", var_cfg.patch_nums, flag="--vae")
     except ValueError as e:

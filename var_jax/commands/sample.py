@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--nrow", args.nrow)
     classes = parse_classes(args.classes, "--classes")
     enable_compile_cache(args.compile_cache)
-    var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums)
+    var_cfg, var_params, vae_cfg, vae_params = load_models(args.var, args.vae, args.patch_nums,
+                                                           args.dtype)
     check_classes(classes, "--classes", var_cfg.num_classes)
     fast = fast_sampling_kwargs(args, var_cfg)
     labels = np.repeat(np.asarray(classes, np.int32), args.per_class)
