@@ -91,3 +91,14 @@ def test_help_documents_the_protocol(capsys):
     for phrase in ("fold_in(fold_in(key(--seed), c), i)", "cfg 1.5, top-k 900, top-p 0.96",
                    "(default: 50)", "resuming", "VIRTUAL_imagenet256_labeled.npz"):
         assert phrase in text, phrase
+
+
+def test_dtype_is_part_of_a_runs_settings(tmp_path, capsys):
+    """A float32 run's settings.json is as before --dtype existed; resuming it in bf16 would
+    mix samples of two programs, so it is refused."""
+    out = tmp_path / "run"
+    assert main(["evaluate", "--out", str(out)] + WEIGHTS) == 0
+    assert "dtype" not in json.loads((out / sample_set.SETTINGS_FILE).read_text())
+    capsys.readouterr()
+    assert main(["evaluate", "--out", str(out), "--dtype", "bfloat16"] + WEIGHTS) == 2
+    assert "resume with the same flags or pick a new --out" in capsys.readouterr().err
