@@ -12,7 +12,8 @@ import numpy as np
 from var_jax.configs import VARConfig, scale_of_token
 from var_jax.nn.adaln import AdaLNBeforeHead, AdaLNSelfAttn
 from var_jax.nn.attention import KVCache, block_causal_mask
-from var_jax.nn.block_attention import RESIDUAL_NAME, target_platform
+from var_jax.nn.block_attention import RESIDUAL_NAME
+from var_jax.nn.platform import target_platform
 
 _lp = nn.with_logical_partitioning
 _zeros = nn.initializers.zeros_init()

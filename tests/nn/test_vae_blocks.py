@@ -1,9 +1,12 @@
 """VQGAN blocks against direct numpy transcriptions of the reference formulas."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from var_jax.nn.vae_blocks import AttnBlock, Downsample, ResnetBlock, Upsample
+from var_jax.nn.vae_blocks import (AttnBlock, Conv3x3, Downsample, ResnetBlock, Upsample,
+                                  conv3x3)
 
 RNG = np.random.default_rng(0)
 
@@ -40,6 +43,31 @@ def np_conv(x, kernel, bias, stride=1, pad=((1, 1), (1, 1))):
 
 def f64(tree):
     return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+@pytest.mark.parametrize("strip_bytes", [None, 1, 2 * 5 * 3 * 4 * 2])   # whole, 1 row, 2 rows
+def test_conv3x3_in_row_strips_is_the_whole_conv(strip_bytes):
+    """Any strip height (7 rows in strips of 1 or 2, the last one shorter) gives the whole
+    conv's result, which is torch's Conv2d(k=3, padding=1)."""
+    x = np.asarray(RNG.normal(size=(2, 7, 5, 3)), np.float32)
+    kernel, bias = RNG.normal(size=(3, 3, 3, 4)), RNG.normal(size=4)
+    y = jax.jit(conv3x3, static_argnums=3)(x, jnp.asarray(kernel, jnp.float32),
+                                           jnp.asarray(bias, jnp.float32), strip_bytes)
+    np.testing.assert_allclose(np.asarray(y), np_conv(x.astype(np.float64), kernel, bias),
+                               atol=1e-4)
+    if strip_bytes is not None:
+        whole = jax.jit(conv3x3)(x, jnp.asarray(kernel, jnp.float32),
+                                 jnp.asarray(bias, jnp.float32))
+        np.testing.assert_allclose(np.asarray(y), np.asarray(whole), rtol=1e-6, atol=1e-6)
+
+
+def test_conv3x3_has_nn_convs_params_and_output():
+    x = jnp.asarray(RNG.normal(size=(1, 5, 4, 3)), jnp.float32)
+    params = Conv3x3(6).init(jax.random.key(1), x)
+    want = nn.Conv(6, (3, 3), padding=((1, 1), (1, 1)))
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, want.init(jax.random.key(1), x))
+    np.testing.assert_allclose(Conv3x3(6).apply(params, x), want.apply(params, x), atol=1e-5)
 
 
 def test_downsample_pads_right_and_bottom_then_strided_conv():

@@ -34,6 +34,7 @@ from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec as P
 
 from var_jax.configs import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
+from var_jax.nn.platform import target_platform
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,6 @@ def _static_mask(mask_11LL) -> np.ndarray | None:
     if mask.ndim != 4 or mask.shape[:2] != (1, 1):
         return None
     return mask[0, 0]
-
-
-def target_platform() -> str:
-    """The platform being compiled for: the active mesh's devices, else the default backend."""
-    mesh = jax.sharding.get_abstract_mesh()
-    device = getattr(mesh, "abstract_device", None)
-    return device.platform if device is not None else jax.default_backend()
 
 
 def resolve(implementation: str, dtype, seq_len: int, head_dim: int, platform: str) -> str:

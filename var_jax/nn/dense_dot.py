@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from var_jax.nn.block_attention import target_platform
+from var_jax.nn.platform import target_platform
 
 
 def dense_dot_general(dtype):

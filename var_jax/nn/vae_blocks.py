@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from var_jax.nn.platform import target_platform
+
 Dtype = Any
 
 
@@ -18,12 +20,55 @@ def group_norm(norm_groups: int, norm_eps: float, dtype: Dtype, name: str) -> nn
 
 
 def conv(features: int, kernel: int, dtype: Dtype, name: Optional[str] = None, stride: int = 1,
-         padding: Any = None) -> nn.Conv:
+         padding: Any = None) -> nn.Module:
     """torch-style Conv2d: zero padding k//2 unless `padding` is given; float32 params."""
+    if (kernel, stride, padding) == (3, 1, None):
+        return Conv3x3(features, dtype, name=name)
     if padding is None:
         padding = ((kernel // 2, kernel // 2),) * 2
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
                    dtype=dtype, name=name)
+
+
+# CPU: a 3x3 conv's input is cut into strips of rows of at most this many bytes. XLA:CPU's conv
+# slows down on large inputs: batch 2 at 256x256x160 it ran at 131 GFLOP/s whole and 184 in
+# 32-row strips; 128x128x320 211 -> 221-228, 64x64x640 216 -> 223-240; below 8 MiB no gain
+# (2-core CI machine, float32; README, "Sampling speed outside the transformer blocks").
+CPU_STRIP_BYTES = 8 * 2**20
+
+
+def conv3x3(x_BHWC: jax.Array, kernel_33CD: jax.Array, bias_D: jax.Array,
+            strip_bytes: int | None = None) -> jax.Array:
+    """conv3x3 with zero padding 1, plus bias; with `strip_bytes`, computed in strips of rows
+    (each reading its one-row halo) whose input is at most that large. Same result either way."""
+    B, H, W, C = x_BHWC.shape
+    dims = ("NHWC", "HWIO", "NHWC")
+    strips = 1 if strip_bytes is None else min(H, -(-x_BHWC.nbytes // strip_bytes))
+    if strips == 1:
+        y = jax.lax.conv_general_dilated(x_BHWC, kernel_33CD, (1, 1), ((1, 1), (1, 1)),
+                                         dimension_numbers=dims)
+    else:
+        rows = -(-H // strips)
+        x_pad = jnp.pad(x_BHWC, ((0, 0), (1, 1), (0, 0), (0, 0)))
+        y = jnp.concatenate([
+            jax.lax.conv_general_dilated(x_pad[:, r:min(r + rows, H) + 2], kernel_33CD, (1, 1),
+                                         ((0, 0), (1, 1)), dimension_numbers=dims)
+            for r in range(0, H, rows)], axis=1)
+    return y + bias_D.astype(y.dtype)
+
+
+class Conv3x3(nn.Module):
+    """torch's Conv2d(k=3, padding=1) with nn.Conv's params (`kernel`, `bias`) and dtype
+    handling; in row strips on CPU (`CPU_STRIP_BYTES`)."""
+
+    features: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        kernel, bias = conv_params(self, self.features, 3, x_BHWC.shape[-1])
+        strip_bytes = CPU_STRIP_BYTES if target_platform() == "cpu" else None
+        return conv3x3(x_BHWC.astype(self.dtype), kernel.astype(self.dtype), bias, strip_bytes)
 
 
 class ResnetBlock(nn.Module):
@@ -84,6 +129,14 @@ _PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],     # a = 0: K0 | K1 + K2
                        np.float32)
 
 
+def conv_params(module: nn.Module, features: int, kernel_size: int,
+                in_features: int) -> tuple[jax.Array, jax.Array]:
+    """`module`'s params as an `nn.Conv` has them (names, shapes, init): (kernel, bias)."""
+    k = kernel_size
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), (k, k, in_features, features))
+    return kernel, module.param("bias", nn.initializers.zeros, (features,))
+
+
 class ConvParams(nn.Module):
     """The parameters of an `nn.Conv` (same names, shapes and init) without its computation."""
 
@@ -92,10 +145,7 @@ class ConvParams(nn.Module):
 
     @nn.compact
     def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
-        k = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (k, k, in_features, self.features))
-        return kernel, self.param("bias", nn.initializers.zeros, (self.features,))
+        return conv_params(self, self.features, self.kernel_size, in_features)
 
 
 def upsample_conv(x_BhwC: jax.Array, kernel_33CD: jax.Array, bias_D: jax.Array) -> jax.Array:
