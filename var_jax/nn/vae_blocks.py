@@ -32,8 +32,9 @@ def conv(features: int, kernel: int, dtype: Dtype, name: Optional[str] = None, s
 
 # CPU: a 3x3 conv's input is cut into strips of rows of at most this many bytes. XLA:CPU's conv
 # slows down on large inputs: batch 2 at 256x256x160 it ran at 131 GFLOP/s whole and 184 in
-# 32-row strips; 128x128x320 211 -> 221-228, 64x64x640 216 -> 223-240; below 8 MiB no gain
-# (2-core CI machine, float32; README, "Sampling speed outside the transformer blocks").
+# 32-row strips; 128x128x320 211 -> 221-228, 64x64x640 216 -> 223-240; 32x32x640 (5 MiB) in two
+# strips was slower, 232 -> 221 (2-core CI machine, float32; README, "Sampling speed outside
+# the transformer blocks").
 CPU_STRIP_BYTES = 8 * 2**20
 
 
