@@ -52,9 +52,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_hidden_alias(parser, "--batch", "batch_size", type=int)
     parser.add_argument("--dtype", default="float32", choices=COMPUTE_DTYPES,
                         help="compute dtype of the transformer blocks (also of --refiner); "
-                             "logits, filter and draws stay float32. bfloat16 is faster on "
-                             "TPU, GPU and CPUs with AMX, and its tokens can differ from "
-                             "float32's (README, 'bf16 on CPU')")
+                             "logits, filter and draws stay float32. bfloat16 is the native "
+                             "matmul dtype of TPUs and GPUs and measured faster on CPUs with "
+                             "AMX; its tokens can differ from float32's (README, 'bf16 on CPU')")
     parser.add_argument("--compile-cache", default=DEFAULT_COMPILE_CACHE,
                         help="folder of JAX's persistent compilation cache, so later runs skip "
                              "the compile ('' turns it off)")
