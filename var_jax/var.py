@@ -242,7 +242,8 @@ def _cached_step(block, carry, layer, *, cache_begin: int, mask_11ll=None):
 
 def init_kv_cache(cfg: VARConfig, batch: int) -> KVCache:
     """The zeroed KV cache of the block stack: keys and values (depth, B, L, H, hd), in the
-    compute dtype."""
+    compute dtype; float32 on CPU, where a narrow model's activations are float32
+    (var_jax/nn/dense_dot.py)."""
     shape = (cfg.depth, batch, cfg.seq_len, cfg.num_heads, cfg.head_dim)
     dtype = jnp.float32 if target_platform() == "cpu" else jnp.dtype(cfg.dtype)
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))

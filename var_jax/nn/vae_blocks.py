@@ -42,19 +42,14 @@ def conv3x3(x_BHWC: jax.Array, kernel_33CD: jax.Array, bias_D: jax.Array,
             strip_bytes: int | None = None) -> jax.Array:
     """conv3x3 with zero padding 1, plus bias; with `strip_bytes`, computed in strips of rows
     (each reading its one-row halo) whose input is at most that large. Same result either way."""
-    B, H, W, C = x_BHWC.shape
-    dims = ("NHWC", "HWIO", "NHWC")
+    H = x_BHWC.shape[1]
     strips = 1 if strip_bytes is None else min(H, -(-x_BHWC.nbytes // strip_bytes))
-    if strips == 1:
-        y = jax.lax.conv_general_dilated(x_BHWC, kernel_33CD, (1, 1), ((1, 1), (1, 1)),
-                                         dimension_numbers=dims)
-    else:
-        rows = -(-H // strips)
-        x_pad = jnp.pad(x_BHWC, ((0, 0), (1, 1), (0, 0), (0, 0)))
-        y = jnp.concatenate([
-            jax.lax.conv_general_dilated(x_pad[:, r:min(r + rows, H) + 2], kernel_33CD, (1, 1),
-                                         ((0, 0), (1, 1)), dimension_numbers=dims)
-            for r in range(0, H, rows)], axis=1)
+    rows = -(-H // strips)
+    x_pad = jnp.pad(x_BHWC, ((0, 0), (1, 1), (0, 0), (0, 0)))   # XLA folds it into the conv
+    y = jnp.concatenate([
+        jax.lax.conv_general_dilated(x_pad[:, r:min(r + rows, H) + 2], kernel_33CD, (1, 1),
+                                     ((0, 0), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        for r in range(0, H, rows)], axis=1)
     return y + bias_D.astype(y.dtype)
 
 
