@@ -9,6 +9,7 @@ from jaxprs import equations
 from var_jax import sharding
 from var_jax.nn import block_attention as ba
 from var_jax.nn.attention import block_causal_mask
+from var_jax.var import REMAT
 
 PATCH_NUMS = (1, 2, 3)           # L = 14: scales end at 1, 5, 14
 B, L, H, D = 2, 14, 2, 8
@@ -122,7 +123,6 @@ def test_remat_dots_keeps_the_chunked_forward():
     """Under the "dots" policy the chunked VJP's output and log-sum-exp are saved by name, so
     the gradient recomputes no forward softmax: as many exps as with no remat at all, and
     fewer than with the plain no-batch-dims dots policy."""
-    from var_jax.var import REMAT
     q, k, v = _qkv()
     mask = block_causal_mask(PATCH_NUMS)
 
